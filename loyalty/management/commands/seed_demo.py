@@ -1,0 +1,116 @@
+"""Demo data for a first look: the program, a shopper with a history, and a staff user.
+
+Safe to run again: it only adds what is missing, so `make run` can call it every time.
+"""
+
+from datetime import timedelta
+
+from allauth.account.models import EmailAddress
+from dateutil.relativedelta import relativedelta
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from loyalty import ledger, services
+from loyalty.ledger import Cause
+from loyalty.models import Account, AccountKind
+from members.models import User
+from members.services import member_for_user
+
+DEMO_MEMBER = ("demo@tally.example", "demo-points-2026")
+DEMO_STAFF = ("staff@tally.example", "staff-points-2026")
+
+
+class Command(BaseCommand):
+    help = "Create the demo program, a demo member with history and a staff user (idempotent)."
+
+    def handle(self, *args, **options):
+        with transaction.atomic():
+            settings = ledger.program_settings()
+            if settings.name == "Tally Rewards":
+                settings.name = "Tally Demo Rewards"
+                settings.save()
+        staff = self._user(
+            *DEMO_STAFF, first_name="Sam", last_name="Staff", is_staff=True, is_superuser=True
+        )
+        shopper = self._user(*DEMO_MEMBER, first_name="Ayşe", last_name="Kaya")
+        member = member_for_user(user=shopper)
+        if not member.entries.exists():
+            self._history(member, staff)
+        self.stdout.write(self.style.SUCCESS("Demo data ready."))
+        for place, url, (email, password) in [
+            ("Member portal", "/", DEMO_MEMBER),
+            ("Back office", "/admin/", DEMO_STAFF),
+        ]:
+            self.stdout.write(
+                f"  {place + ':':15}http://127.0.0.1:8000{url}  login {email} / {password}"
+            )
+        self.stdout.write(f"  Demo member card number: {member.card_number}")
+
+    def _user(self, email, password, **fields):
+        user = User.objects.filter(email=email).first()
+        if user is None:
+            user = User.objects.create_user(email=email, password=password, **fields)
+        EmailAddress.objects.get_or_create(
+            user=user, email=email, defaults={"verified": True, "primary": True}
+        )
+        return user
+
+    def _history(self, member, staff):
+        """A year of shopping: some points expire within the notice window, some are pending."""
+        now = timezone.now()
+        settings = ledger.program_settings()
+        lifetime = relativedelta(months=settings.points_lifetime_months or 12)
+        till = Cause(source="api", client="demo-till")
+        soon = now - lifetime + timedelta(days=12)  # earned ~a year ago: expires in 12 days
+        services.points_credit(
+            member=member,
+            points=320,
+            description="Purchase R-1001 at Kadıköy store",
+            cause=till,
+            effective_at=soon,
+            pending_days=0,
+        )
+        services.points_credit(
+            member=member,
+            points=180,
+            description="Purchase R-1187 at Moda store",
+            cause=till,
+            effective_at=now - lifetime + timedelta(days=45),
+            pending_days=0,
+        )
+        services.points_credit(
+            member=member,
+            points=1240,
+            description="Online order W-5521",
+            cause=Cause(source="api", client="demo-webshop"),
+            effective_at=now - timedelta(days=60),
+            pending_days=0,
+        )
+        services.points_redeem(
+            member=member, points=150, description="1.50 off purchase R-1203", cause=till
+        )
+        charity, _ = Account.objects.get_or_create(
+            code="charity-food-bank",
+            defaults={"kind": AccountKind.CHARITY, "name": "City Food Bank"},
+        )
+        services.points_transfer(
+            member=member,
+            points=100,
+            to=charity,
+            description="Winter appeal donation",
+            cause=Cause(source="member"),
+        )
+        services.points_adjust(
+            member=member,
+            points=50,
+            staff=staff,
+            reason="Sorry the store was out of your size: 50 points on us",
+        )
+        services.points_credit(
+            member=member,
+            points=95,
+            description="Purchase R-1342 at Kadıköy store",
+            cause=till,
+            pending_days=14,
+        )

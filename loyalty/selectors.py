@@ -1,0 +1,107 @@
+"""Reads of the ledger for the portal, the back office and the API. Query counts do
+not grow with a member's history."""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db.models import Max, Min, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from loyalty.ledger import program_settings
+from loyalty.models import AccountKind, JournalEntry, Lot, LotMovement, ProgramSettings
+from loyalty.money import Money
+from members.models import Member
+
+
+@dataclass(frozen=True, slots=True)
+class Expiring:
+    points: int
+    expires_at: datetime
+    soon: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MemberBalance:
+    points: int
+    pending: int
+    value: Money
+    pending_value: Money
+    expiring: list[Expiring] = field(default_factory=list)
+    notice_days: int = 30
+
+    @property
+    def expiring_soon(self) -> list[Expiring]:
+        return [e for e in self.expiring if e.soon]
+
+
+def points_value(points: int, settings: ProgramSettings) -> Money:
+    return Money.of(points * settings.point_value, settings.currency)
+
+
+def member_balance(
+    *, member: Member, settings: ProgramSettings | None = None, upcoming: int = 3
+) -> MemberBalance:
+    """Spendable and pending points, their money value, and the next expiry dates
+    (grouped by day; `soon` when inside the program's notice window)."""
+    settings = settings or program_settings()
+    sums = member.accounts.aggregate(
+        points=Sum("balance", filter=Q(kind=AccountKind.MEMBER), default=0),
+        pending=Sum("balance", filter=Q(kind=AccountKind.MEMBER_PENDING), default=0),
+    )
+    now = timezone.now()
+    soon_until = now + timedelta(days=settings.expiry_notice_days)
+    rows = (
+        Lot.objects.filter(
+            account__member=member, pending=False, remaining__gt=0, expires_at__isnull=False
+        )
+        .annotate(day=TruncDate("expires_at"))
+        .values("day")
+        .annotate(points=Sum("remaining"), first=Min("expires_at"))
+        .order_by("day")[:upcoming]
+    )
+    expiring = [
+        Expiring(points=r["points"], expires_at=r["first"], soon=r["first"] <= soon_until)
+        for r in rows
+    ]
+    return MemberBalance(
+        points=sums["points"],
+        pending=sums["pending"],
+        value=points_value(sums["points"], settings),
+        pending_value=points_value(sums["pending"], settings),
+        expiring=expiring,
+        notice_days=settings.expiry_notice_days,
+    )
+
+
+def member_history(*, member: Member) -> QuerySet[JournalEntry]:
+    """The member's entries, newest first, each annotated with what it changed:
+    `points` (spendable), `pending` and `balance_after` (spendable, after the entry)."""
+    member_posting = Q(postings__account__kind=AccountKind.MEMBER)
+    return (
+        JournalEntry.objects.filter(member=member)
+        .annotate(
+            points=Sum("postings__amount", filter=member_posting, default=0),
+            pending=Sum(
+                "postings__amount",
+                filter=Q(postings__account__kind=AccountKind.MEMBER_PENDING),
+                default=0,
+            ),
+            balance_after=Max("postings__balance_after", filter=member_posting),
+        )
+        .select_related("reversal_of")
+        .order_by("-created_at", "-id")
+    )
+
+
+def member_entry(*, member: Member, public_id) -> JournalEntry:
+    """One of the member's entries by its public id; another member's raises DoesNotExist."""
+    return member_history(member=member).get(public_id=public_id)
+
+
+def entry_lot_movements(*, entry: JournalEntry) -> QuerySet[LotMovement]:
+    return entry.lot_movements.select_related("lot").order_by("lot__expires_at", "lot_id")
+
+
+def member_lots(*, member: Member) -> QuerySet[Lot]:
+    return Lot.objects.filter(account__member=member).order_by("pending", "expires_at", "id")

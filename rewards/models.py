@@ -1,0 +1,1 @@
+# The rewards catalog, vouchers and donations arrive with the rewards issue.
