@@ -15,6 +15,10 @@ from members.models import Member
 
 RECENT_ENTRIES = 20
 
+admin.site.site_header = _("Tally back office")
+admin.site.site_title = _("Tally back office")
+admin.site.index_title = _("Run the loyalty program")
+
 
 class ReadOnlyMixin:
     """The ledger is append-only: the back office may look, never edit or delete."""

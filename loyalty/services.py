@@ -6,7 +6,7 @@ Callers that must combine a ledger movement with other writes in one transaction
 call loyalty.ledger directly.
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -33,7 +33,7 @@ def points_credit(
     the program's) holds them back for the return window."""
     if pending_days is None:
         pending_days = ledger.program_settings().pending_days
-    pending_until = timezone.now() + timezone.timedelta(days=pending_days) if pending_days else None
+    pending_until = timezone.now() + timedelta(days=pending_days) if pending_days else None
     return ledger.credit(
         member=member,
         points=points,

@@ -46,7 +46,9 @@ def test_staff_adjustment_with_reason_is_posted_and_audited(staff_client, staff,
     assert entry.created_by == staff
     assert entry.reason == "Goodwill for a late delivery"
     assert selectors.member_balance(member=member).points == 250
-    page = staff_client.get(reverse("admin:members_member_change", args=[member.pk])).content.decode()
+    page = staff_client.get(
+        reverse("admin:members_member_change", args=[member.pk])
+    ).content.decode()
     assert "Adjusted by our team: Goodwill for a late delivery" in page
 
 
@@ -81,14 +83,18 @@ def test_adjustment_needs_the_adjust_permission(client, member):
     assert not JournalEntry.objects.exists()
 
     clerk.user_permissions.add(Permission.objects.get(codename="adjust_points"))
-    response = client.post(_adjust_url(member), {"points": "10", "reason": "Missing receipt points"})
+    response = client.post(
+        _adjust_url(member), {"points": "10", "reason": "Missing receipt points"}
+    )
     assert response.status_code == 302
     assert selectors.member_balance(member=member).points == 10
 
 
 @pytest.mark.django_db
 def test_ledger_entries_are_read_only_in_the_back_office(staff_client, member, api_cause):
-    entry = services.points_credit(member=member, points=50, description="Purchase", cause=api_cause)
+    entry = services.points_credit(
+        member=member, points=50, description="Purchase", cause=api_cause
+    )
     url = reverse("admin:loyalty_journalentry_change", args=[entry.pk])
     page = staff_client.get(url).content.decode()
     assert "Earned: Purchase" in page
@@ -96,7 +102,9 @@ def test_ledger_entries_are_read_only_in_the_back_office(staff_client, member, a
     staff_client.post(url, {"description": "changed"})
     entry.refresh_from_db()
     assert entry.description == "Purchase"
-    delete = staff_client.post(reverse("admin:loyalty_journalentry_delete", args=[entry.pk]), {"post": "yes"})
+    delete = staff_client.post(
+        reverse("admin:loyalty_journalentry_delete", args=[entry.pk]), {"post": "yes"}
+    )
     assert delete.status_code == 403
     assert reverse("admin:loyalty_journalentry_add") not in page
 
@@ -107,7 +115,9 @@ def test_member_change_page_query_count_is_fixed(
     staff_client, member, api_cause, django_assert_max_num_queries, n
 ):
     for i in range(n):
-        services.points_credit(member=member, points=5, description=f"Purchase {i}", cause=api_cause)
+        services.points_credit(
+            member=member, points=5, description=f"Purchase {i}", cause=api_cause
+        )
     with django_assert_max_num_queries(16):
         response = staff_client.get(reverse("admin:members_member_change", args=[member.pk]))
     assert response.status_code == 200

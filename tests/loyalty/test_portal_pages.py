@@ -50,6 +50,17 @@ def test_dashboard_shows_pending_and_expiring_soon(shopper_client, member, api_c
 
 
 @pytest.mark.django_db
+def test_dashboard_explains_a_negative_balance_after_a_return(shopper_client, member, api_cause):
+    purchase = services.points_credit(member=member, points=100, description="R-9", cause=api_cause)
+    services.points_redeem(member=member, points=80, description="Voucher", cause=api_cause)
+    services.entry_reverse(entry=purchase, cause=api_cause, description="Return of R-9")
+    page = shopper_client.get(reverse("loyalty:dashboard")).content.decode()
+    assert 'data-testid="balance-points">-80<' in page
+    assert "The next points you earn pay this off first" in page
+    assert "Reversed: Return of R-9" in page
+
+
+@pytest.mark.django_db
 def test_empty_dashboard_explains_how_to_earn(shopper_client):
     page = shopper_client.get(reverse("loyalty:dashboard")).content.decode()
     assert 'data-testid="balance-points">0<' in page
