@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,15 +19,16 @@ from tests.conftest import skip_or_fail
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _credit_already_expired(member, cause, *, points):
+    expired = timezone.now() - timedelta(minutes=1)
+    services.points_credit(
+        member=member, points=points, description="Old purchase", cause=cause, expires_at=expired
+    )
+
+
 @pytest.mark.django_db
 def test_without_a_broker_tasks_run_in_process(member, api_cause):
-    services.points_credit(
-        member=member,
-        points=40,
-        description="Old purchase",
-        cause=api_cause,
-        expires_at=timezone.now() - timezone.timedelta(minutes=1),
-    )
+    _credit_already_expired(member, api_cause, points=40)
     assert tasks.expire_due_lots.delay().get() == 40
     assert selectors.member_balance(member=member).points == 0
 
@@ -41,13 +43,7 @@ def redis_url():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_runs_a_job_queued_through_redis(postgres_only, redis_url, member, api_cause):
-    services.points_credit(
-        member=member,
-        points=75,
-        description="Old purchase",
-        cause=api_cause,
-        expires_at=timezone.now() - timezone.timedelta(minutes=1),
-    )
+    _credit_already_expired(member, api_cause, points=75)
     queue = f"test-{uuid.uuid4().hex[:8]}"
     db = connection.settings_dict
     env = {
