@@ -340,7 +340,8 @@ def _give_back_debit(accounts: MemberAccounts, original, points, reversal) -> tu
             continue
         Lot.objects.filter(pk=lot.pk).update(remaining=F("remaining") + give)
         LotMovement.objects.create(entry=reversal, lot=lot, points=give)
-    fresh += to_lots  # only when the debit predates lot tracking; kept for safety
+    # Movements always cover the debit; were any left, a fresh lot beats losing points.
+    fresh += to_lots
     if fresh:
         settings = program_settings()
         Lot.objects.create(
