@@ -1,10 +1,28 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
+
+from partners.api.problems import api_404
+
+api_v1 = [
+    path("", include("loyalty.api")),
+]
+
+public = {"authentication_classes": [], "permission_classes": [AllowAny], "throttle_classes": []}
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("api/v1/", include(api_v1)),
+    path("api/v1/<path:unknown>", api_404),
+    path("api/schema/", SpectacularAPIView.as_view(**public), name="api-schema"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="api-schema", **public),
+        name="api-docs",
+    ),
     path("", include("members.urls")),
     path("", include("loyalty.urls")),
 ]

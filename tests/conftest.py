@@ -32,3 +32,35 @@ def member(db):
     from tests.factories import MemberFactory
 
     return MemberFactory()
+
+
+@pytest.fixture
+def store(db):
+    from tests.factories import StoreFactory
+
+    return StoreFactory()
+
+
+@pytest.fixture
+def terminal(store):
+    from tests.factories import TerminalFactory
+
+    return TerminalFactory(store=store)
+
+
+@pytest.fixture
+def api_key(terminal):
+    """(ApiKey, full_key) with all scopes, issued to a till of `store`."""
+    from partners.services import api_key_create
+
+    return api_key_create(terminal=terminal, name="Test till key")
+
+
+@pytest.fixture
+def api_client(api_key):
+    """An APIClient authenticated with `api_key` (all scopes)."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {api_key[1]}")
+    return client

@@ -37,6 +37,32 @@ class MemberFactory(factory.django.DjangoModelFactory):
     @classmethod
     def _create(cls, model_class, *args, **kwargs):
         user = kwargs.pop("user")
-        return member_create(
-            user=user, first_name=user.first_name, last_name=user.last_name, **kwargs
-        )
+        kwargs.setdefault("first_name", user.first_name)
+        kwargs.setdefault("last_name", user.last_name)
+        return member_create(user=user, **kwargs)
+
+
+class PartnerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "partners.Partner"
+        django_get_or_create = ("code",)
+
+    code = factory.Sequence(lambda n: f"partner-{n}")
+    name = factory.Sequence(lambda n: f"Partner {n}")
+
+
+class StoreFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "partners.Store"
+
+    partner = factory.SubFactory(PartnerFactory)
+    code = factory.Sequence(lambda n: f"store-{n}")
+    name = factory.Sequence(lambda n: f"Store {n}")
+
+
+class TerminalFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "partners.Terminal"
+
+    store = factory.SubFactory(StoreFactory)
+    name = factory.Sequence(lambda n: f"Till {n}")

@@ -16,9 +16,14 @@ from loyalty.ledger import Cause
 from loyalty.models import Account, AccountKind
 from members.models import User
 from members.services import member_for_user
+from partners.keys import key_hash, key_split
+from partners.models import ApiKey, Partner, Scope, Store, Terminal
 
 DEMO_MEMBER = ("demo@tally.example", "demo-points-2026")
 DEMO_STAFF = ("staff@tally.example", "staff-points-2026")
+# A fixed key so the README's curl examples work against `make run`. Demo data only:
+# real keys come from `create_api_key` or the back office and are random.
+DEMO_API_KEY = "tly_demokey1_local-demo-secret-never-use-in-production"
 
 
 class Command(BaseCommand):
@@ -37,6 +42,7 @@ class Command(BaseCommand):
         member = member_for_user(user=shopper)
         if not member.entries.exists():
             self._history(member, staff)
+        store = self._store()
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         for place, url, (email, password) in [
             ("Member portal", "/", DEMO_MEMBER),
@@ -46,6 +52,24 @@ class Command(BaseCommand):
                 f"  {place + ':':15}http://127.0.0.1:8000{url}  login {email} / {password}"
             )
         self.stdout.write(f"  Demo member card number: {member.card_number}")
+        self.stdout.write(f"  POS API (store {store.code}, all scopes): Api-Key {DEMO_API_KEY}")
+        self.stdout.write("  API docs:      http://127.0.0.1:8000/api/docs/")
+
+    def _store(self) -> Store:
+        retailer, _ = Partner.objects.get_or_create(
+            code="tally-demo", defaults={"name": "Tally Demo Retail", "kind": Partner.Kind.RETAILER}
+        )
+        store, _ = Store.objects.get_or_create(
+            code="kadikoy", defaults={"partner": retailer, "name": "Kadıköy store"}
+        )
+        till, _ = Terminal.objects.get_or_create(store=store, name="Till 1")
+        prefix, secret = key_split(DEMO_API_KEY)
+        ApiKey.objects.get_or_create(
+            prefix=prefix,
+            defaults={"terminal": till, "name": "Demo till key", "hashed_secret": key_hash(secret),
+                      "scopes": list(Scope.values)},
+        )  # fmt: skip
+        return store
 
     def _user(self, email, password, **fields):
         user = User.objects.filter(email=email).first()

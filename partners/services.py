@@ -1,0 +1,47 @@
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from partners.keys import key_generate
+from partners.models import ApiKey, Scope, Terminal
+
+
+class InvalidScopes(ValueError):
+    pass
+
+
+def scopes_clean(scopes: Iterable[str] | None) -> list[str]:
+    """All scopes when none are named; unknown names are refused."""
+    if not scopes:
+        return list(Scope.values)
+    scopes = list(dict.fromkeys(scopes))
+    unknown = sorted(set(scopes) - set(Scope.values))
+    if unknown:
+        raise InvalidScopes(
+            f"Unknown scope(s): {', '.join(unknown)}. Known: {', '.join(Scope.values)}"
+        )
+    return scopes
+
+
+@transaction.atomic
+def api_key_create(
+    *,
+    terminal: Terminal,
+    name: str,
+    scopes: Iterable[str] | None = None,
+    expires_at: datetime | None = None,
+    created_by=None,
+) -> tuple[ApiKey, str]:
+    """Issue a key; returns the row and the full key, which is never shown again."""
+    full_key, prefix, hashed = key_generate()
+    api_key = ApiKey.objects.create(
+        terminal=terminal, name=name, prefix=prefix, hashed_secret=hashed,
+        scopes=scopes_clean(scopes), expires_at=expires_at, created_by=created_by,
+    )  # fmt: skip
+    return api_key, full_key
+
+
+def api_key_revoke(*, api_key: ApiKey) -> None:
+    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
