@@ -1,33 +1,47 @@
 """The POS API for members (and, next, purchases): thin views over services and selectors.
 Contract: shared/API.md. Composed under /api/v1/ by config/urls.py."""
 
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
 from django.db.models import Q
 from django.urls import path
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from loyalty import exceptions as ledger_errors
-from loyalty import selectors
+from loyalty import purchases, selectors
+from loyalty.ledger import Cause, program_settings
+from loyalty.models import Purchase, Redemption
 from members.cards import card_number_is_valid
 from members.models import Member
 from members.services import MemberExists, member_enrol
 from partners.api import problems
 from partners.api.fields import E164, MoneySerializer, PhoneE164, SafeText
-from partners.api.idempotency import idempotent
+from partners.api.idempotency import fingerprint, idempotent, key_check, run_idempotent
 from partners.api.problems import ApiProblem
 
 problems.register(ledger_errors.InsufficientPoints, 409)
 problems.register(ledger_errors.InvalidPoints, 400)
 problems.register(ledger_errors.UnknownMember, 404)
+problems.register(ledger_errors.AlreadyReversed, 409)
+problems.register(purchases.DuplicateReceipt, 409)
+problems.register(purchases.ReturnExceedsPurchase, 422)
+problems.register(purchases.CurrencyMismatch, 422)
+problems.register(purchases.RedeemExceedsTotal, 400)
 
 
 def _member_exists(exc: MemberExists):
     raise ApiProblem(
-        "member_exists", 409, "A member with this e-mail or phone already exists.",
+        "member_exists",
+        409,
+        "A member with this e-mail or phone already exists.",
         card_number=exc.member.card_number,
-    )  # fmt: skip
+    )
 
 
 class ExpiringSerializer(serializers.Serializer):
@@ -78,12 +92,16 @@ def member_by_card(card_number: str) -> Member:
 SUMMARY_EXAMPLE = OpenApiExample(
     "A member",
     value={
-        "card_number": "6001234567893", "display_name": "Ayşe K.", "points_balance": 1200,
-        "points_pending": 150, "points_value": {"amount": "12.00", "currency": "EUR"},
-        "tier": None, "expiring": [{"points": 300, "expires_at": "2027-01-31T23:59:59+00:00"}],
+        "card_number": "6001234567893",
+        "display_name": "Ayşe K.",
+        "points_balance": 1200,
+        "points_pending": 150,
+        "points_value": {"amount": "12.00", "currency": "EUR"},
+        "tier": None,
+        "expiring": [{"points": 300, "expires_at": "2027-01-31T23:59:59+00:00"}],
     },
     response_only=True,
-)  # fmt: skip
+)
 
 
 class MemberLookupApi(APIView):
@@ -110,9 +128,11 @@ class MemberLookupApi(APIView):
         }
         if len(given) != 1:
             raise ApiProblem(
-                "validation_error", 400, "Give exactly one of card, phone or email.",
+                "validation_error",
+                400,
+                "Give exactly one of card, phone or email.",
                 errors={"_": ["Give exactly one of card, phone or email."]},
-            )  # fmt: skip
+            )
         ((field, value),) = given.items()
         if field == "card":
             return Response(member_summary(member_by_card(value)))
@@ -193,16 +213,574 @@ class MemberEnrolApi(APIView):
             member = member_enrol(
                 email=(values.get("email") or "").lower() or None,
                 phone=values.get("phone") or None,
-                first_name=values.get("first_name", ""), last_name=values.get("last_name", ""),
+                first_name=values.get("first_name", ""),
+                last_name=values.get("last_name", ""),
                 marketing_consent=values["marketing_consent"],
-            )  # fmt: skip
+            )
         except MemberExists as exc:
             _member_exists(exc)
         return 201, member_summary(member)
+
+
+# Purchases, returns, redemptions, events, batches ------------------------------------
+
+MAX_AMOUNT = Decimal("10000000")
+FUTURE_TOLERANCE = timedelta(minutes=10)
+MAX_BATCH = 500
+
+
+def _cause(request) -> Cause:
+    return Cause(source="api", client=str(request.user)[:100])
+
+
+def _member_card(card_number: str) -> Member:
+    return member_by_card(card_number)
+
+
+class OccurredAt(serializers.DateTimeField):
+    def to_internal_value(self, value):
+        moment = super().to_internal_value(value)
+        if moment > timezone.now() + FUTURE_TOLERANCE:
+            raise serializers.ValidationError("This time is in the future; check the till's clock.")
+        return moment
+
+
+class LineInSerializer(serializers.Serializer):
+    sku = SafeText(max_length=64)
+    category = SafeText(max_length=64, required=False, allow_blank=True, default="")
+    quantity = serializers.DecimalField(
+        max_digits=12, decimal_places=3, min_value=Decimal("0.001"), max_value=Decimal("100000")
+    )
+    unit_price = serializers.DecimalField(
+        max_digits=14, decimal_places=2, min_value=Decimal("0"), max_value=MAX_AMOUNT
+    )
+
+
+class QuoteInSerializer(serializers.Serializer):
+    card_number = serializers.CharField(max_length=13, min_length=13)
+    occurred_at = OccurredAt(required=False)
+    currency = serializers.RegexField(
+        r"^[A-Z]{3}$", error_messages={"invalid": "Use a 3-letter ISO 4217 code, e.g. EUR."}
+    )
+    total = serializers.DecimalField(
+        max_digits=14, decimal_places=2, min_value=Decimal("0.01"), max_value=MAX_AMOUNT
+    )
+    lines = LineInSerializer(many=True, allow_empty=False, max_length=MAX_BATCH)
+    redeem_points = serializers.IntegerField(
+        required=False, min_value=1, max_value=10**9, default=0
+    )
+
+    def validate(self, data):
+        lines_sum = sum(line["quantity"] * line["unit_price"] for line in data["lines"])
+        if lines_sum.quantize(Decimal("0.01")) != data["total"]:
+            raise serializers.ValidationError(
+                {
+                    "total": [
+                        f"The lines add up to {lines_sum.quantize(Decimal('0.01'))}, not {data['total']}."
+                    ]
+                }
+            )
+        return data
+
+
+class PurchaseInSerializer(QuoteInSerializer):
+    receipt_id = SafeText(max_length=100)
+    occurred_at = OccurredAt()
+
+
+class LinePointsSerializer(serializers.Serializer):
+    sku = serializers.CharField()
+    points = serializers.IntegerField()
+
+
+class QuoteOutSerializer(serializers.Serializer):
+    points = serializers.IntegerField()
+    lines = LinePointsSerializer(many=True)
+    max_redeemable_points = serializers.IntegerField()
+    breakdown = serializers.ListField(child=serializers.DictField())
+
+
+class PurchaseOutSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    receipt_id = serializers.CharField()
+    points_earned = serializers.IntegerField()
+    points_redeemed = serializers.IntegerField()
+    breakdown = serializers.ListField(child=serializers.DictField())
+    lines = LinePointsSerializer(many=True)
+    points_balance = serializers.IntegerField()
+    points_pending = serializers.IntegerField()
+
+
+class ReturnLineInSerializer(serializers.Serializer):
+    sku = SafeText(max_length=64)
+    quantity = serializers.DecimalField(
+        max_digits=12, decimal_places=3, min_value=Decimal("0.001"), max_value=Decimal("100000")
+    )
+
+
+class ReturnInSerializer(serializers.Serializer):
+    return_id = SafeText(max_length=100)
+    lines = ReturnLineInSerializer(
+        many=True, required=False, allow_empty=False, max_length=MAX_BATCH
+    )
+
+
+class ReturnOutSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    points_reversed = serializers.IntegerField()
+    points_restored = serializers.IntegerField()
+    points_balance = serializers.IntegerField()
+
+
+class RedemptionInSerializer(serializers.Serializer):
+    card_number = serializers.CharField(max_length=13, min_length=13)
+    points = serializers.IntegerField(min_value=1, max_value=10**9)
+    reference = SafeText(max_length=100, required=False, allow_blank=True, default="")
+
+
+class RedemptionOutSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    points = serializers.IntegerField()
+    value = MoneySerializer()
+    points_balance = serializers.IntegerField()
+
+
+class VoidOutSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+    points_balance = serializers.IntegerField()
+
+
+class EventInSerializer(serializers.Serializer):
+    card_number = serializers.CharField(max_length=13, min_length=13)
+    type = serializers.SlugField(max_length=50)
+    occurred_at = OccurredAt()
+    properties = serializers.DictField(required=False, default=dict)
+
+    def validate_properties(self, value):
+        if len(value) > 50:
+            raise serializers.ValidationError("At most 50 properties.")
+        clean = {}
+        for key, item in value.items():
+            if not isinstance(item, str | int | float | bool) and item is not None:
+                raise serializers.ValidationError(f"Property {key!r} must be a plain value.")
+            clean[str(key)[:50]] = (
+                SafeText(max_length=500).run_validation(item) if isinstance(item, str) else item
+            )
+        return clean
+
+
+class EventOutSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    points_earned = serializers.IntegerField()
+
+
+def _balance_after(member: Member) -> tuple[int, int]:
+    return selectors.member_points(member=member)
+
+
+def _lines(data) -> list[purchases.LineIn]:
+    return [
+        purchases.LineIn(
+            sku=line["sku"],
+            quantity=line["quantity"],
+            unit_price=line["unit_price"],
+            category=line["category"],
+        )
+        for line in data["lines"]
+    ]
+
+
+def purchase_handler(store, cause: Cause, payload) -> tuple[int, dict]:
+    data = PurchaseInSerializer(data=payload)
+    data.is_valid(raise_exception=True)
+    values = data.validated_data
+    member = _member_card(values["card_number"])
+    lines = _lines(values)
+    purchase = purchases.purchase_record(
+        store=store,
+        member=member,
+        receipt_id=values["receipt_id"],
+        occurred_at=values["occurred_at"],
+        currency=values["currency"],
+        total=values["total"],
+        lines=lines,
+        redeem_points=values["redeem_points"],
+        cause=cause,
+    )
+    points, pending = _balance_after(member)
+    body = {
+        "id": purchase.public_id,
+        "receipt_id": purchase.receipt_id,
+        "points_earned": purchase.points_earned,
+        "points_redeemed": purchase.points_redeemed,
+        "breakdown": purchase.breakdown,
+        "lines": [{"sku": line.sku, "points": line.points} for line in purchase.recorded_lines],
+        "points_balance": points,
+        "points_pending": pending,
+    }
+    return 201, PurchaseOutSerializer(body).data
+
+
+def _purchase_for(store, purchase_id) -> Purchase:
+    purchase = (
+        Purchase.objects.select_related("member", "earn_entry", "redeem_entry", "store")
+        .filter(public_id=purchase_id)
+        .first()
+        if _is_uuid(purchase_id)
+        else None
+    )
+    if purchase is None:
+        raise ApiProblem("purchase_not_found", 404, "No purchase has this id.")
+    if purchase.store_id != store.pk:
+        raise ApiProblem("permission_denied", 403, "This purchase belongs to another store.")
+    return purchase
+
+
+def _is_uuid(value) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def return_handler(store, cause: Cause, purchase_id, payload) -> tuple[int, dict]:
+    data = ReturnInSerializer(data=payload)
+    data.is_valid(raise_exception=True)
+    values = data.validated_data
+    purchase = _purchase_for(store, purchase_id)
+    lines = None
+    if values.get("lines"):
+        lines = [(line["sku"], line["quantity"]) for line in values["lines"]]
+    purchase_return = purchases.purchase_return(
+        store=store, purchase=purchase, return_id=values["return_id"], lines=lines, cause=cause
+    )
+    points, _pending = _balance_after(purchase.member)
+    body = {
+        "id": purchase_return.public_id,
+        "points_reversed": purchase_return.points_reversed,
+        "points_restored": purchase_return.points_restored,
+        "points_balance": points,
+    }
+    return 201, ReturnOutSerializer(body).data
+
+
+class PurchaseQuoteApi(APIView):
+    required_scope = "purchases:write"
+
+    @extend_schema(
+        operation_id="purchases_quote",
+        summary="What a purchase would earn (writes nothing)",
+        request=QuoteInSerializer,
+        responses={200: QuoteOutSerializer},
+        description="Same body as `POST purchases` without `receipt_id`; no Idempotency-Key needed. "
+        "The points equal what the purchase then credits. Errors: `validation_error` 400, "
+        "`member_not_found` 404, `currency_mismatch` 422.",
+    )
+    def post(self, request):
+        data = QuoteInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        settings = program_settings()
+        if values["currency"] != settings.currency:
+            raise purchases.CurrencyMismatch(f"This program runs in {settings.currency}.")
+        member = _member_card(values["card_number"])
+        lines = _lines(values)
+        quote = purchases.purchase_quote(
+            member=member, total=values["total"], lines=lines,
+            redeem_points=values["redeem_points"], settings=settings,
+        )  # fmt: skip
+        body = {
+            "points": quote.points,
+            "max_redeemable_points": quote.max_redeemable_points,
+            "lines": [
+                {"sku": line.sku, "points": p}
+                for line, p in zip(lines, quote.line_points, strict=True)
+            ],
+            "breakdown": quote.breakdown,
+        }
+        return Response(QuoteOutSerializer(body).data)
+
+
+class PurchaseApi(APIView):
+    required_scope = "purchases:write"
+
+    @extend_schema(
+        operation_id="purchases_record",
+        summary="Record a purchase: points are added automatically",
+        request=PurchaseInSerializer,
+        responses={201: PurchaseOutSerializer},
+        examples=[
+            OpenApiExample(
+                "Purchase",
+                request_only=True,
+                value={
+                    "card_number": "6001234567893",
+                    "receipt_id": "R-1001",
+                    "occurred_at": "2026-11-24T10:15:00+00:00",
+                    "currency": "EUR",
+                    "total": "49.90",
+                    "lines": [
+                        {
+                            "sku": "SHAMPOO-250",
+                            "category": "hair",
+                            "quantity": "2",
+                            "unit_price": "12.45",
+                        },
+                        {
+                            "sku": "PERFUME-50",
+                            "category": "fragrance",
+                            "quantity": "1",
+                            "unit_price": "25.00",
+                        },
+                    ],
+                    "redeem_points": 200,
+                },
+            )
+        ],
+        description="Needs an `Idempotency-Key`. A `receipt_id` is credited once per store, ever. "
+        "Errors: `validation_error`/`malformed_json`/`idempotency_key_required` 400, "
+        "`member_not_found` 404, `duplicate_receipt` (with the existing `id`), `insufficient_points`, "
+        "`idempotency_key_in_use` 409, `currency_mismatch`, `idempotency_key_reused` 422.",
+    )
+    @idempotent
+    def post(self, request):
+        return purchase_handler(request.user.store, _cause(request), request.data)
+
+
+class PurchaseReturnApi(APIView):
+    required_scope = "purchases:write"
+
+    @extend_schema(
+        operation_id="purchases_return",
+        summary="Return all or part of a purchase",
+        request=ReturnInSerializer,
+        responses={201: ReturnOutSerializer},
+        description="Give `lines` for a partial return, or none for everything not yet returned. "
+        "Reverses the points the goods earned and gives back the points that paid for them, in "
+        "proportion; the balance may go negative if the points were spent. Errors: "
+        "`validation_error` 400, `permission_denied` 403 (another store's purchase), "
+        "`purchase_not_found` 404, `duplicate_receipt` 409 (same `return_id`), "
+        "`return_exceeds_purchase` 422.",
+    )
+    @idempotent
+    def post(self, request, purchase_id):
+        return return_handler(request.user.store, _cause(request), purchase_id, request.data)
+
+
+class RedemptionApi(APIView):
+    required_scope = "redemptions:write"
+
+    @extend_schema(
+        operation_id="redemptions_create",
+        summary="Pay with points",
+        request=RedemptionInSerializer,
+        responses={201: RedemptionOutSerializer},
+        description="Errors: `validation_error` 400, `member_not_found` 404, `insufficient_points` 409.",
+    )
+    @idempotent
+    def post(self, request):
+        data = RedemptionInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        member = _member_card(values["card_number"])
+        redemption = purchases.redemption_create(
+            store=request.user.store,
+            member=member,
+            points=values["points"],
+            reference=values["reference"],
+            cause=_cause(request),
+        )
+        points, _pending = _balance_after(member)
+        body = {
+            "id": redemption.public_id,
+            "points": redemption.points,
+            "value": selectors.points_value(redemption.points, program_settings()),
+            "points_balance": points,
+        }
+        return 201, RedemptionOutSerializer(body).data
+
+
+class RedemptionVoidApi(APIView):
+    required_scope = "redemptions:write"
+
+    @extend_schema(
+        operation_id="redemptions_void",
+        summary="Void a points payment: the points come back",
+        request=None,
+        responses={200: VoidOutSerializer},
+        description="Voiding twice changes nothing. Errors: `permission_denied` 403, `not_found` 404.",
+    )
+    @idempotent
+    def post(self, request, redemption_id):
+        redemption = (
+            Redemption.objects.select_related("member", "entry")
+            .filter(public_id=redemption_id)
+            .first()
+            if _is_uuid(redemption_id)
+            else None
+        )
+        if redemption is None:
+            raise ApiProblem("not_found", 404, "No redemption has this id.")
+        if redemption.store_id != request.user.store.pk:
+            raise ApiProblem("permission_denied", 403, "This redemption belongs to another store.")
+        redemption = purchases.redemption_void(redemption=redemption, cause=_cause(request))
+        points, _pending = _balance_after(redemption.member)
+        return 200, VoidOutSerializer(
+            {"id": redemption.public_id, "status": redemption.status, "points_balance": points}
+        ).data
+
+
+class VoucherApi(APIView):
+    required_scope = "vouchers:read"
+
+    @extend_schema(
+        operation_id="vouchers_retrieve",
+        summary="Check a voucher",
+        responses={200: None},
+        description="Vouchers arrive with the rewards catalog; until then every code answers `voucher_not_found` 404.",
+    )
+    def get(self, request, code):
+        raise ApiProblem("voucher_not_found", 404, "No voucher has this code.")
+
+
+class VoucherRedeemApi(APIView):
+    required_scope = "vouchers:write"
+
+    @extend_schema(
+        operation_id="vouchers_redeem",
+        summary="Redeem a voucher",
+        request=None,
+        responses={200: None},
+        description="Until the rewards catalog exists every code answers `voucher_not_found` 404.",
+    )
+    @idempotent
+    def post(self, request, code):
+        raise ApiProblem("voucher_not_found", 404, "No voucher has this code.")
+
+
+class EventApi(APIView):
+    required_scope = "events:write"
+
+    @extend_schema(
+        operation_id="events_record",
+        summary="Record a member activity",
+        request=EventInSerializer,
+        responses={201: EventOutSerializer},
+        description="Stored now; points for events come with earning rules. Errors: `validation_error` 400, `member_not_found` 404.",
+    )
+    @idempotent
+    def post(self, request):
+        data = EventInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        event = purchases.event_record(
+            store=request.user.store,
+            member=_member_card(values["card_number"]),
+            type=values["type"],
+            occurred_at=values["occurred_at"],
+            properties=values["properties"],
+        )
+        return 201, EventOutSerializer(
+            {"id": event.public_id, "points_earned": event.points_earned}
+        ).data
+
+
+class BatchItemSerializer(serializers.Serializer):
+    idempotency_key = serializers.CharField(max_length=255)
+    kind = serializers.ChoiceField(choices=["purchase", "return"])
+    payload = serializers.DictField()
+
+
+class BatchInSerializer(serializers.Serializer):
+    items = BatchItemSerializer(many=True, allow_empty=False, max_length=MAX_BATCH)
+
+
+class BatchResultSerializer(serializers.Serializer):
+    idempotency_key = serializers.CharField()
+    status = serializers.IntegerField()
+    body = serializers.DictField()
+
+
+class BatchOutSerializer(serializers.Serializer):
+    results = BatchResultSerializer(many=True)
+
+
+class BatchApi(APIView):
+    required_scope = "purchases:write"
+
+    @extend_schema(
+        operation_id="batches_sync",
+        summary="Sync purchases and returns recorded while offline",
+        request=BatchInSerializer,
+        responses={200: BatchOutSerializer},
+        description="Up to 500 items, applied in order, each in its own transaction and idempotent "
+        "on its own `idempotency_key` (the same key as a single request would use: an item already "
+        "sent alone is replayed). A `return` item's payload carries `purchase_id`. One bad item "
+        "does not stop the others: each result has the status and body its single request would "
+        "have had. Re-sending the batch changes nothing.",
+    )
+    def post(self, request):
+        data = BatchInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        store, cause = request.user.store, _cause(request)
+        results = [self._item(store, cause, item) for item in data.validated_data["items"]]
+        return Response({"results": results})
+
+    def _item(self, store, cause, item) -> dict:
+        key, payload = item["idempotency_key"], item["payload"]
+        if item["kind"] == "purchase":
+            path, handler = "/api/v1/purchases", lambda: purchase_handler(store, cause, payload)
+        else:
+            purchase_id = str(payload.get("purchase_id", ""))
+            rest = {k: v for k, v in payload.items() if k != "purchase_id"}
+            path = f"/api/v1/purchases/{purchase_id}/returns"
+            handler = lambda: return_handler(store, cause, purchase_id, rest)  # noqa: E731
+            payload = rest
+        try:
+            key_check(key)
+            outcome = run_idempotent(
+                store=store,
+                key=key,
+                fingerprint=fingerprint("POST", path, payload),
+                handler=handler,
+            )
+            status, body = outcome.status, outcome.body
+        except Exception as exc:  # one bad item must not sink the batch
+            found = problems.problem_for(exc)
+            if found is None:
+                problems.log.exception("Batch item failed", exc_info=exc)
+                found = (
+                    500,
+                    problems.problem_body(
+                        "server_error", 500, "This item failed on our side; retry it."
+                    ),
+                    {},
+                )
+            status, body = found[0], found[1]
+        return {"idempotency_key": key, "status": status, "body": body}
 
 
 urlpatterns = [
     path("members/lookup", MemberLookupApi.as_view(), name="api-members-lookup"),
     path("members", MemberEnrolApi.as_view(), name="api-members-enrol"),
     path("members/<str:card_number>", MemberDetailApi.as_view(), name="api-members-detail"),
+    path("purchases/quote", PurchaseQuoteApi.as_view(), name="api-purchases-quote"),
+    path("purchases", PurchaseApi.as_view(), name="api-purchases"),
+    path(
+        "purchases/<str:purchase_id>/returns",
+        PurchaseReturnApi.as_view(),
+        name="api-purchases-returns",
+    ),
+    path("redemptions", RedemptionApi.as_view(), name="api-redemptions"),
+    path(
+        "redemptions/<str:redemption_id>/void",
+        RedemptionVoidApi.as_view(),
+        name="api-redemptions-void",
+    ),
+    path("vouchers/<str:code>", VoucherApi.as_view(), name="api-vouchers"),
+    path("vouchers/<str:code>/redeem", VoucherRedeemApi.as_view(), name="api-vouchers-redeem"),
+    path("events", EventApi.as_view(), name="api-events"),
+    path("batches", BatchApi.as_view(), name="api-batches"),
 ]

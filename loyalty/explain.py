@@ -27,6 +27,8 @@ def entry_text(entry: JournalEntry) -> str:
         }
     if kind == EntryKind.ADJUSTMENT:
         return _("Adjusted by our team: %(reason)s") % {"reason": entry.reason}
+    if kind == EntryKind.RETURN:
+        return _("Returned: %(what)s") % {"what": entry.description}
     if kind == EntryKind.REVERSAL:
         return _("Reversed: %(what)s") % {"what": entry.description}
     if kind == EntryKind.EXPIRY:

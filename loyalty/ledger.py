@@ -14,7 +14,8 @@ from datetime import datetime
 
 from dateutil.relativedelta import relativedelta
 from django.db import connection
-from django.db.models import F
+from django.db.models import F, Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from loyalty.exceptions import (
@@ -193,13 +194,13 @@ def credit(
     expires_at: datetime | None = None,
     pending_until: datetime | None = None,
     details: dict | None = None,
+    settings: ProgramSettings | None = None,
 ) -> JournalEntry:
     """Give points to a member as a new lot. With `pending_until` in the future the points
     wait in the pending account until the maturation job releases them.
     A debt left by an earlier clawback is paid off first."""
     _check_points(points)
     accounts = member_accounts_lock(member)
-    settings = program_settings()
     counter = counter or system_account(AccountKind.ISSUANCE)
     if counter.kind in MEMBER_KINDS:
         raise InvalidAccount("Points cannot come from a member account.")
@@ -213,7 +214,7 @@ def credit(
     )
     earned_at = entry.effective_at
     if expires_at is None:
-        expires_at = lot_expiry_for(earned_at, settings)
+        expires_at = lot_expiry_for(earned_at, settings or program_settings())
     pending = pending_until is not None and pending_until > entry.created_at
     if pending:
         remaining = points
@@ -289,6 +290,8 @@ def reverse(*, entry: JournalEntry, cause: Cause, description: str = "") -> Jour
     accounts = member_accounts_lock(entry.member)
     if JournalEntry.objects.filter(reversal_of=entry).exists():
         raise AlreadyReversed()
+    if _has_partial_returns(entry):
+        raise NotReversible("Part of this entry was already returned; return the rest instead.")
     reversal = _entry_create(
         member=entry.member,
         kind=EntryKind.REVERSAL,
@@ -301,58 +304,140 @@ def reverse(*, entry: JournalEntry, cause: Cause, description: str = "") -> Jour
         if posting.account.kind not in MEMBER_KINDS:
             moves.append((posting.account, -posting.amount))
         elif posting.amount > 0:
-            moves.append(_take_back_credit(accounts, entry, posting.amount, reversal))
+            unexpired = _unexpire_share(entry, posting.amount)
+            moves += _take_back_credit(accounts, entry, posting.amount, reversal, unexpired)
         else:
             moves.append(_give_back_debit(accounts, entry, -posting.amount, reversal))
     _post(reversal, moves)
     return reversal
 
 
-def _take_back_credit(accounts: MemberAccounts, original, points, reversal) -> tuple[Account, int]:
+def _expired_not_taken_back(original: JournalEntry, lot: Lot) -> int:
+    """Points of the credit's lot that expired and that no earlier return took back."""
+    expired = -(
+        lot.movements.filter(entry__kind=EntryKind.EXPIRY).aggregate(total=Sum("points"))["total"]
+        or 0
+    )
+    if not expired:
+        return 0
+    earlier = JournalEntry.objects.filter(kind=EntryKind.RETURN, details__earn_entry=original.pk)
+    return expired - sum(e.details.get("unexpired", 0) for e in earlier)
+
+
+def _take_back_credit(
+    accounts: MemberAccounts, original, points, entry, unexpired: int = 0
+) -> list[tuple[Account, int]]:
+    """Take a credit back. Its points that already expired went to breakage, so those
+    `unexpired` come back from the expiry account; only the rest is taken from the
+    member (their own lot first, then others, into a debt if they were spent)."""
     lot = Lot.objects.get(entry=original)
+    moves = [(system_account(AccountKind.EXPIRY), -unexpired)] if unexpired else []
+    clawback = points - unexpired
+    if not clawback:
+        return moves
     if lot.pending:
-        lot.remaining -= points
+        lot.remaining -= clawback
         lot.save(update_fields=["remaining"])
-        LotMovement.objects.create(entry=reversal, lot=lot, points=-points)
-        return accounts.pending, -points
-    _lots_take(accounts, points, reversal, first=lot)
-    return accounts.available, -points
+        LotMovement.objects.create(entry=entry, lot=lot, points=-clawback)
+        return [*moves, (accounts.pending, -clawback)]
+    _lots_take(accounts, clawback, entry, first=lot)
+    return [*moves, (accounts.available, -clawback)]
 
 
-def _give_back_debit(accounts: MemberAccounts, original, points, reversal) -> tuple[Account, int]:
-    """Refill the lots the debit emptied, latest-expiring first; a debt is paid off first."""
+def _unexpire_share(original: JournalEntry, points: int) -> int:
+    lot = Lot.objects.get(entry=original)
+    return min(points, _expired_not_taken_back(original, lot))
+
+
+def _give_back_debit(accounts: MemberAccounts, original, points, entry) -> tuple[Account, int]:
+    """Refill the lots the debit emptied, latest-expiring first, never more per lot than
+    the debit took minus earlier refunds; a debt is paid off first. Points whose lot has
+    expired meanwhile go to one fresh lot, so a refund never hands back dead points."""
     to_lots = max(0, points - _debt(accounts))
     now = timezone.now()
-    movements = list(
+    movements = (
         original.lot_movements.filter(points__lt=0)
+        .annotate(refunded=Coalesce(Sum("refunds__points"), 0))
         .select_related("lot")
         .order_by(F("lot__expires_at").desc(nulls_first=True), "-lot_id")
     )
-    fresh = 0
+    refunds, expired = [], []
     for movement in movements:
-        if to_lots == 0:
-            break
-        give = min(-movement.points, to_lots)
+        give = min(-movement.points - movement.refunded, to_lots)
+        if give <= 0:
+            continue
         to_lots -= give
         lot = movement.lot
         if lot.expires_at is not None and lot.expires_at <= now:
-            fresh += give
+            expired.append((movement, give))
             continue
         Lot.objects.filter(pk=lot.pk).update(remaining=F("remaining") + give)
-        LotMovement.objects.create(entry=reversal, lot=lot, points=give)
-    # Movements always cover the debit; were any left, a fresh lot beats losing points.
-    fresh += to_lots
-    if fresh:
-        settings = program_settings()
-        Lot.objects.create(
-            account=accounts.available,
-            entry=reversal,
-            points=fresh,
-            remaining=fresh,
-            earned_at=now,
-            expires_at=lot_expiry_for(now, settings),
-        )
+        refunds.append(LotMovement(entry=entry, lot=lot, points=give, refund_of=movement))
+    fresh_points = sum(give for _, give in expired) + to_lots  # to_lots is 0 unless data drifted
+    if fresh_points:
+        fresh = Lot.objects.create(
+            account=accounts.available, entry=entry, points=fresh_points, remaining=fresh_points,
+            earned_at=now, expires_at=lot_expiry_for(now, program_settings()),
+        )  # fmt: skip
+        refunds += [
+            LotMovement(entry=entry, lot=fresh, points=give, refund_of=m) for m, give in expired
+        ]
+    LotMovement.objects.bulk_create(refunds)
     return accounts.available, points
+
+
+def _has_partial_returns(entry: JournalEntry) -> bool:
+    return JournalEntry.objects.filter(
+        Q(details__earn_entry=entry.pk) | Q(details__redeem_entry=entry.pk), kind=EntryKind.RETURN
+    ).exists()
+
+
+def return_points(
+    *,
+    member: Member,
+    earn_entry: JournalEntry | None,
+    earn_points: int,
+    redeem_entry: JournalEntry | None,
+    redeem_points: int,
+    description: str,
+    cause: Cause,
+    details: dict | None = None,
+) -> JournalEntry:
+    """Part (or all) of a purchase comes back: take back `earn_points` it earned (from its
+    own lot first, into a debt if they were spent) and give back `redeem_points` that paid
+    for it. One entry; the caller keeps the sums within what the purchase earned/redeemed."""
+    if earn_points < 0 or redeem_points < 0 or (earn_points == 0 and redeem_points == 0):
+        raise InvalidPoints(earn_points or redeem_points)
+    accounts = member_accounts_lock(member)
+    unexpired = _unexpire_share(earn_entry, earn_points) if earn_points else 0
+    entry = _entry_create(
+        member=member, kind=EntryKind.RETURN, cause=cause, description=description,
+        details={**(details or {}), "earn_entry": earn_entry and earn_entry.pk,
+                 "redeem_entry": redeem_entry and redeem_entry.pk, "unexpired": unexpired},
+    )  # fmt: skip
+    moves: list[tuple[Account, int]] = []
+    if redeem_points:
+        counter = redeem_entry.postings.exclude(account__kind__in=MEMBER_KINDS).get().account
+        moves += [
+            _give_back_debit(accounts, redeem_entry, redeem_points, entry),
+            (counter, -redeem_points),
+        ]
+    if earn_points:
+        counter = earn_entry.postings.exclude(account__kind__in=MEMBER_KINDS).get().account
+        moves += [
+            *_take_back_credit(accounts, earn_entry, earn_points, entry, unexpired),
+            (counter, earn_points),
+        ]
+    _post(entry, _merge(moves))
+    return entry
+
+
+def _merge(moves: list[tuple[Account, int]]) -> list[tuple[Account, int]]:
+    """One posting per account (a return may touch the member account twice)."""
+    totals: dict[int, list] = {}
+    for account, amount in moves:
+        totals.setdefault(account.pk, [account, 0])[1] += amount
+    return [(account, amount) for account, amount in totals.values() if amount]
 
 
 def expire_member_lots(*, member: Member, now: datetime) -> JournalEntry | None:

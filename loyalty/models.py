@@ -155,6 +155,7 @@ class EntryKind(models.TextChoices):
     TRANSFER = "transfer", _("Transferred")
     REVERSAL = "reversal", _("Reversed")
     ADJUSTMENT = "adjustment", _("Adjusted by staff")
+    RETURN = "return", _("Returned")
     EXPIRY = "expiry", _("Expired")
     MATURATION = "maturation", _("Now available")
 
@@ -299,6 +300,10 @@ class LotMovement(models.Model):
     entry = models.ForeignKey(JournalEntry, on_delete=models.PROTECT, related_name="lot_movements")
     lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="movements")
     points = models.BigIntegerField(_("points"))
+    refund_of = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="refunds",
+        help_text=_("The debit movement this gives points back for."),
+    )  # fmt: skip
 
     class Meta:
         verbose_name = _("lot movement")
@@ -309,3 +314,155 @@ class LotMovement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.points:+d} on lot {self.lot_id}"
+
+
+class Purchase(models.Model):
+    """A sale recorded by a till or web shop. A receipt is credited once per store, ever."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    store = models.ForeignKey("partners.Store", on_delete=models.PROTECT, related_name="purchases")
+    receipt_id = models.CharField(_("receipt"), max_length=100)
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="purchases")
+    occurred_at = models.DateTimeField(_("happened at"))
+    currency = models.CharField(max_length=3)
+    total = models.DecimalField(max_digits=14, decimal_places=2)
+    points_earned = models.BigIntegerField(default=0)
+    points_redeemed = models.BigIntegerField(default=0)
+    breakdown = models.JSONField(default=list)
+    earn_entry = models.OneToOneField(
+        JournalEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    redeem_entry = models.OneToOneField(
+        JournalEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("purchase")
+        verbose_name_plural = _("purchases")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["store", "receipt_id"], name="purchase_receipt_once_per_store"
+            ),
+            models.CheckConstraint(condition=Q(total__gt=0), name="purchase_total_positive"),
+            models.CheckConstraint(
+                condition=Q(points_earned__gte=0, points_redeemed__gte=0),
+                name="purchase_points_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.receipt_id} ({self.total} {self.currency})"
+
+
+class PurchaseLine(models.Model):
+    purchase = models.ForeignKey(Purchase, on_delete=models.PROTECT, related_name="lines")
+    position = models.PositiveSmallIntegerField()
+    sku = models.CharField(max_length=64)
+    category = models.CharField(max_length=64, blank=True)
+    quantity = models.DecimalField(max_digits=12, decimal_places=3)
+    unit_price = models.DecimalField(max_digits=14, decimal_places=2)
+    points = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["purchase", "position"], name="purchase_line_position_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(quantity__gt=0), name="purchase_line_quantity_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} × {self.sku}"
+
+
+class PurchaseReturn(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    store = models.ForeignKey("partners.Store", on_delete=models.PROTECT, related_name="+")
+    return_id = models.CharField(_("return receipt"), max_length=100)
+    purchase = models.ForeignKey(Purchase, on_delete=models.PROTECT, related_name="returns")
+    points_reversed = models.BigIntegerField(default=0)
+    points_restored = models.BigIntegerField(default=0)
+    entry = models.OneToOneField(
+        JournalEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("return")
+        verbose_name_plural = _("returns")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["store", "return_id"], name="return_receipt_once_per_store"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.return_id
+
+
+class PurchaseReturnLine(models.Model):
+    purchase_return = models.ForeignKey(
+        PurchaseReturn, on_delete=models.PROTECT, related_name="lines"
+    )
+    line = models.ForeignKey(PurchaseLine, on_delete=models.PROTECT, related_name="returned")
+    quantity = models.DecimalField(max_digits=12, decimal_places=3)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quantity__gt=0), name="return_line_quantity_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} of line {self.line_id}"
+
+
+class Redemption(models.Model):
+    """Points paid at a till outside a purchase (e.g. a points voucher), voidable."""
+
+    class Status(models.TextChoices):
+        COMPLETED = "completed", _("completed")
+        VOIDED = "voided", _("voided")
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    store = models.ForeignKey(
+        "partners.Store", on_delete=models.PROTECT, related_name="redemptions"
+    )
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="redemptions")
+    points = models.BigIntegerField()
+    reference = models.CharField(max_length=100, blank=True)
+    entry = models.OneToOneField(JournalEntry, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.COMPLETED)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(points__gt=0), name="redemption_points_positive")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.points} points ({self.status})"
+
+
+class ActivityEvent(models.Model):
+    """Something a member did that may earn points once earning rules exist."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    store = models.ForeignKey("partners.Store", on_delete=models.PROTECT, related_name="+")
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="events")
+    type = models.CharField(max_length=50)
+    occurred_at = models.DateTimeField()
+    properties = models.JSONField(default=dict, blank=True)
+    points_earned = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["member", "type", "occurred_at"], name="event_member_type")]
+
+    def __str__(self) -> str:
+        return f"{self.type} by {self.member_id}"

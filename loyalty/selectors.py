@@ -39,16 +39,23 @@ def points_value(points: int, settings: ProgramSettings) -> Money:
     return Money.of(points * settings.point_value, settings.currency)
 
 
+def member_points(*, member: Member) -> tuple[int, int]:
+    """(spendable, pending) points in one query."""
+    sums = member.accounts.aggregate(
+        points=Sum("balance", filter=Q(kind=AccountKind.MEMBER), default=0),
+        pending=Sum("balance", filter=Q(kind=AccountKind.MEMBER_PENDING), default=0),
+    )
+    return sums["points"], sums["pending"]
+
+
 def member_balance(
     *, member: Member, settings: ProgramSettings | None = None, upcoming: int = 3
 ) -> MemberBalance:
     """Spendable and pending points, their money value, and the next expiry dates
     (grouped by day; `soon` when inside the program's notice window)."""
     settings = settings or program_settings()
-    sums = member.accounts.aggregate(
-        points=Sum("balance", filter=Q(kind=AccountKind.MEMBER), default=0),
-        pending=Sum("balance", filter=Q(kind=AccountKind.MEMBER_PENDING), default=0),
-    )
+    points, pending = member_points(member=member)
+    sums = {"points": points, "pending": pending}
     now = timezone.now()
     soon_until = now + timedelta(days=settings.expiry_notice_days)
     rows = (

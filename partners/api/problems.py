@@ -78,8 +78,13 @@ def _flatten(errors, prefix=""):
     if isinstance(errors, dict):
         out = {}
         for key, value in errors.items():
-            name = key if key != "non_field_errors" else "_"
-            out.update(_flatten(value, f"{prefix}.{name}" if prefix else name))
+            if key == "non_field_errors":  # an error of the object itself, e.g. an empty list
+                name = prefix or "_"
+            elif isinstance(key, int) or str(key).isdigit():  # a list item, keyed by index
+                name = f"{prefix}[{key}]"
+            else:
+                name = f"{prefix}.{key}" if prefix else key
+            out.update(_flatten(value, name))
         return out
     if isinstance(errors, list) and errors and not all(isinstance(e, str) for e in errors):
         out = {}
@@ -103,11 +108,9 @@ def problem_for(exc: Exception) -> tuple[int, dict, dict] | None:
     for exc_class, (status_code, code) in _REGISTRY.items():
         if isinstance(exc, exc_class):
             code = code or getattr(exc, "code", "validation_error")
-            return (
-                status_code,
-                problem_body(code, status_code, getattr(exc, "message", str(exc))),
-                headers,
-            )
+            message = getattr(exc, "message", str(exc))
+            extra = getattr(exc, "problem_extra", {})
+            return status_code, problem_body(code, status_code, message, **extra), headers
     if isinstance(exc, exceptions.ParseError):
         return (
             400,
