@@ -186,6 +186,14 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULE = {
+    "mature-pending-points": {"task": "loyalty.tasks.mature_pending_points", "schedule": 3600},
+    "expire-due-lots": {"task": "loyalty.tasks.expire_due_lots", "schedule": 3600},
+    "purge-idempotency-records": {
+        "task": "partners.tasks.purge_idempotency_records",
+        "schedule": 6 * 3600,
+    },
+}
 
 LOGGING = {
     "version": 1,

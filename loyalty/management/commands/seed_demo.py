@@ -14,7 +14,7 @@ from django.utils import timezone
 from loyalty import ledger, services
 from loyalty.ledger import Cause
 from loyalty.models import Account, AccountKind
-from members.models import User
+from members.models import Member, User
 from members.services import member_for_user
 from partners.keys import key_hash, key_split
 from partners.models import ApiKey, Partner, Scope, Store, Terminal
@@ -23,6 +23,7 @@ DEMO_MEMBER = ("demo@tally.example", "demo-points-2026")
 DEMO_STAFF = ("staff@tally.example", "staff-points-2026")
 # A fixed key so the README's curl examples work against `make run`. Demo data only:
 # real keys come from `create_api_key` or the back office and are random.
+DEMO_CARD = "6000000000011"
 DEMO_API_KEY = "tly_demokey1_local-demo-secret-never-use-in-production"
 
 
@@ -41,6 +42,10 @@ class Command(BaseCommand):
         shopper = self._user(*DEMO_MEMBER, first_name="Ayşe", last_name="Kaya")
         member = member_for_user(user=shopper)
         if not member.entries.exists():
+            # A fixed card number so the README's curl examples work as written.
+            if not Member.objects.filter(card_number=DEMO_CARD).exists():
+                Member.objects.filter(pk=member.pk).update(card_number=DEMO_CARD)
+                member.refresh_from_db()
             self._history(member, staff)
         store = self._store()
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
