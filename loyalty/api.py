@@ -11,7 +11,6 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from loyalty import exceptions as ledger_errors
 from loyalty import purchases, selectors
@@ -24,6 +23,7 @@ from partners.api import problems
 from partners.api.fields import E164, MoneySerializer, PhoneE164, SafeText
 from partners.api.idempotency import fingerprint, idempotent, key_check, run_idempotent
 from partners.api.problems import ApiProblem
+from partners.api.views import ApiView
 
 problems.register(ledger_errors.InsufficientPoints, 409)
 problems.register(ledger_errors.InvalidPoints, 400)
@@ -92,7 +92,7 @@ def member_by_card(card_number: str) -> Member:
 SUMMARY_EXAMPLE = OpenApiExample(
     "A member",
     value={
-        "card_number": "6001234567893",
+        "card_number": "6001234567890",
         "display_name": "Ayşe K.",
         "points_balance": 1200,
         "points_pending": 150,
@@ -104,7 +104,7 @@ SUMMARY_EXAMPLE = OpenApiExample(
 )
 
 
-class MemberLookupApi(APIView):
+class MemberLookupApi(ApiView):
     required_scope = "members:read"
 
     @extend_schema(
@@ -150,7 +150,7 @@ class MemberLookupApi(APIView):
         return Response(member_summary(member))
 
 
-class MemberDetailApi(APIView):
+class MemberDetailApi(ApiView):
     required_scope = "members:read"
 
     @extend_schema(
@@ -164,27 +164,26 @@ class MemberDetailApi(APIView):
         return Response(member_summary(member_by_card(card_number)))
 
 
-class MemberEnrolApi(APIView):
+class MemberEnrolInSerializer(serializers.Serializer):
+    email = serializers.EmailField(required=False, allow_blank=True, max_length=254)
+    phone = PhoneE164(required=False, allow_blank=True)
+    first_name = SafeText(required=False, allow_blank=True, max_length=150)
+    last_name = SafeText(required=False, allow_blank=True, max_length=150)
+    marketing_consent = serializers.BooleanField(required=False, default=False)
+
+    def validate(self, data):
+        if not data.get("email") and not data.get("phone"):
+            raise serializers.ValidationError({"email": ["Give an e-mail or a phone (or both)."]})
+        return data
+
+
+class MemberEnrolApi(ApiView):
     required_scope = "members:write"
-
-    class InputSerializer(serializers.Serializer):
-        email = serializers.EmailField(required=False, allow_blank=True, max_length=254)
-        phone = PhoneE164(required=False, allow_blank=True)
-        first_name = SafeText(required=False, allow_blank=True, max_length=150)
-        last_name = SafeText(required=False, allow_blank=True, max_length=150)
-        marketing_consent = serializers.BooleanField(required=False, default=False)
-
-        def validate(self, data):
-            if not data.get("email") and not data.get("phone"):
-                raise serializers.ValidationError(
-                    {"email": ["Give an e-mail or a phone (or both)."]}
-                )
-            return data
 
     @extend_schema(
         operation_id="members_enrol",
         summary="Enrol a shopper at the till",
-        request=InputSerializer,
+        request=MemberEnrolInSerializer,
         responses={201: MemberSummarySerializer},
         examples=[
             OpenApiExample(
@@ -206,7 +205,7 @@ class MemberEnrolApi(APIView):
     )
     @idempotent
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
+        data = MemberEnrolInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
         try:
@@ -466,7 +465,7 @@ def return_handler(store, cause: Cause, purchase_id, payload) -> tuple[int, dict
     return 201, ReturnOutSerializer(body).data
 
 
-class PurchaseQuoteApi(APIView):
+class PurchaseQuoteApi(ApiView):
     required_scope = "purchases:write"
 
     @extend_schema(
@@ -503,7 +502,7 @@ class PurchaseQuoteApi(APIView):
         return Response(QuoteOutSerializer(body).data)
 
 
-class PurchaseApi(APIView):
+class PurchaseApi(ApiView):
     required_scope = "purchases:write"
 
     @extend_schema(
@@ -516,7 +515,7 @@ class PurchaseApi(APIView):
                 "Purchase",
                 request_only=True,
                 value={
-                    "card_number": "6001234567893",
+                    "card_number": "6001234567890",
                     "receipt_id": "R-1001",
                     "occurred_at": "2026-11-24T10:15:00+00:00",
                     "currency": "EUR",
@@ -549,7 +548,7 @@ class PurchaseApi(APIView):
         return purchase_handler(request.user.store, _cause(request), request.data)
 
 
-class PurchaseReturnApi(APIView):
+class PurchaseReturnApi(ApiView):
     required_scope = "purchases:write"
 
     @extend_schema(
@@ -569,7 +568,7 @@ class PurchaseReturnApi(APIView):
         return return_handler(request.user.store, _cause(request), purchase_id, request.data)
 
 
-class RedemptionApi(APIView):
+class RedemptionApi(ApiView):
     required_scope = "redemptions:write"
 
     @extend_schema(
@@ -602,7 +601,7 @@ class RedemptionApi(APIView):
         return 201, RedemptionOutSerializer(body).data
 
 
-class RedemptionVoidApi(APIView):
+class RedemptionVoidApi(ApiView):
     required_scope = "redemptions:write"
 
     @extend_schema(
@@ -632,7 +631,7 @@ class RedemptionVoidApi(APIView):
         ).data
 
 
-class VoucherApi(APIView):
+class VoucherApi(ApiView):
     required_scope = "vouchers:read"
 
     @extend_schema(
@@ -645,7 +644,7 @@ class VoucherApi(APIView):
         raise ApiProblem("voucher_not_found", 404, "No voucher has this code.")
 
 
-class VoucherRedeemApi(APIView):
+class VoucherRedeemApi(ApiView):
     required_scope = "vouchers:write"
 
     @extend_schema(
@@ -660,7 +659,7 @@ class VoucherRedeemApi(APIView):
         raise ApiProblem("voucher_not_found", 404, "No voucher has this code.")
 
 
-class EventApi(APIView):
+class EventApi(ApiView):
     required_scope = "events:write"
 
     @extend_schema(
@@ -707,7 +706,7 @@ class BatchOutSerializer(serializers.Serializer):
     results = BatchResultSerializer(many=True)
 
 
-class BatchApi(APIView):
+class BatchApi(ApiView):
     required_scope = "purchases:write"
 
     @extend_schema(

@@ -13,9 +13,11 @@ class InvalidScopes(ValueError):
 
 
 def scopes_clean(scopes: Iterable[str] | None) -> list[str]:
-    """All scopes when none are named; unknown names are refused."""
-    if not scopes:
+    """All scopes when none are named (None); an empty list or unknown names are refused."""
+    if scopes is None:
         return list(Scope.values)
+    if not scopes:
+        raise InvalidScopes("Name at least one scope.")
     scopes = list(dict.fromkeys(scopes))
     unknown = sorted(set(scopes) - set(Scope.values))
     if unknown:

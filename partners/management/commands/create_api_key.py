@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from partners.models import Scope, Store, Terminal
-from partners.services import InvalidScopes, api_key_create
+from partners.services import InvalidScopes, api_key_create, scopes_clean
 
 
 class Command(BaseCommand):
@@ -21,11 +22,13 @@ class Command(BaseCommand):
             store_obj = Store.objects.get(code=store)
         except Store.DoesNotExist:
             raise CommandError(f"No store with code {store!r}.") from None
-        terminal_obj, _ = Terminal.objects.get_or_create(store=store_obj, name=terminal or name)
         try:
-            api_key, full_key = api_key_create(terminal=terminal_obj, name=name, scopes=scopes)
+            scopes = scopes_clean(scopes)  # before anything is written
         except InvalidScopes as exc:
             raise CommandError(str(exc)) from None
+        with transaction.atomic():
+            terminal_obj, _ = Terminal.objects.get_or_create(store=store_obj, name=terminal or name)
+            api_key, full_key = api_key_create(terminal=terminal_obj, name=name, scopes=scopes)
         self.stderr.write(
             f"Key {api_key.prefix} for {terminal_obj} with scopes: {' '.join(api_key.scopes)}"
         )
