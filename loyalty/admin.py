@@ -10,7 +10,17 @@ from django.utils.translation import gettext_lazy as _
 from loyalty import explain, selectors, services
 from loyalty.exceptions import LedgerError
 from loyalty.forms import AdjustmentForm
-from loyalty.models import AccountKind, JournalEntry, Posting, ProgramSettings
+from loyalty.models import (
+    AccountKind,
+    ActivityEvent,
+    JournalEntry,
+    Posting,
+    ProgramSettings,
+    Purchase,
+    PurchaseLine,
+    PurchaseReturn,
+    Redemption,
+)
 from members.models import Member
 
 RECENT_ENTRIES = 20
@@ -242,3 +252,80 @@ class JournalEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description=_("what happened"))
     def text(self, obj):
         return explain.entry_text(obj)
+
+
+class PurchaseLineInline(ReadOnlyMixin, admin.TabularInline):
+    model = PurchaseLine
+    fields = ["sku", "category", "quantity", "unit_price", "points"]
+    readonly_fields = fields
+    extra = 0
+
+
+class PurchaseReturnInline(ReadOnlyMixin, admin.TabularInline):
+    model = PurchaseReturn
+    fields = ["return_id", "points_reversed", "points_restored", "created_at"]
+    readonly_fields = fields
+    extra = 0
+
+
+@admin.register(Purchase)
+class PurchaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """What tills and web shops recorded; corrections go through returns, never edits."""
+
+    list_display = [
+        "receipt_id",
+        "store",
+        "member",
+        "total",
+        "points_earned",
+        "points_redeemed",
+        "occurred_at",
+    ]
+    list_filter = ["store", "occurred_at"]
+    search_fields = ["receipt_id", "member__card_number", "member__user__email", "public_id"]
+    list_select_related = ["store", "member__user"]
+    date_hierarchy = "occurred_at"
+    inlines = [PurchaseLineInline, PurchaseReturnInline]
+    fields = [
+        "public_id", "receipt_id", "store", "member", "occurred_at", "currency", "total",
+        "points_earned", "points_redeemed", "breakdown", "earn_entry", "redeem_entry", "created_at",
+    ]  # fmt: skip
+    readonly_fields = fields
+
+
+@admin.register(Redemption)
+class RedemptionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["created_at", "store", "member", "points", "reference", "status"]
+    list_filter = ["status", "store"]
+    search_fields = ["member__card_number", "reference", "public_id"]
+    list_select_related = ["store", "member__user"]
+    readonly_fields = [
+        "public_id",
+        "store",
+        "member",
+        "points",
+        "reference",
+        "entry",
+        "status",
+        "created_at",
+    ]
+    fields = readonly_fields
+
+
+@admin.register(ActivityEvent)
+class ActivityEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["occurred_at", "type", "member", "store", "points_earned"]
+    list_filter = ["type", "store"]
+    search_fields = ["member__card_number", "type"]
+    list_select_related = ["store", "member__user"]
+    readonly_fields = [
+        "public_id",
+        "type",
+        "member",
+        "store",
+        "occurred_at",
+        "properties",
+        "points_earned",
+        "created_at",
+    ]
+    fields = readonly_fields

@@ -465,6 +465,140 @@ def return_handler(store, cause: Cause, purchase_id, payload) -> tuple[int, dict
     return 201, ReturnOutSerializer(body).data
 
 
+# Examples for the docs: what integrators copy first.
+_BASKET = {
+    "card_number": "6001234567890",
+    "currency": "EUR",
+    "total": "49.90",
+    "lines": [
+        {"sku": "SHAMPOO-250", "category": "hair", "quantity": "2", "unit_price": "12.45"},
+        {"sku": "PERFUME-50", "category": "fragrance", "quantity": "1", "unit_price": "25.00"},
+    ],
+}
+_BREAKDOWN = [{"rule": "base", "description": "1 point(s) per EUR paid", "points": 47}]
+QUOTE_EXAMPLES = [
+    OpenApiExample("Basket", request_only=True, value=_BASKET | {"redeem_points": 200}),
+    OpenApiExample(
+        "Quote",
+        response_only=True,
+        value={
+            "points": 47,
+            "lines": [{"sku": "SHAMPOO-250", "points": 23}, {"sku": "PERFUME-50", "points": 24}],
+            "max_redeemable_points": 1200,
+            "breakdown": _BREAKDOWN,
+        },
+    ),
+]
+PURCHASE_EXAMPLES = [
+    OpenApiExample(
+        "Purchase",
+        request_only=True,
+        value=_BASKET
+        | {
+            "receipt_id": "R-1001",
+            "occurred_at": "2026-11-24T10:15:00+00:00",
+            "redeem_points": 200,
+        },
+    ),
+    OpenApiExample(
+        "Recorded",
+        response_only=True,
+        status_codes=["201"],
+        value={
+            "id": "4f1c2b8e-2a51-4f0e-9d8c-1f2a3b4c5d6e",
+            "receipt_id": "R-1001",
+            "points_earned": 47,
+            "points_redeemed": 200,
+            "breakdown": _BREAKDOWN,
+            "lines": [{"sku": "SHAMPOO-250", "points": 23}, {"sku": "PERFUME-50", "points": 24}],
+            "points_balance": 1047,
+            "points_pending": 0,
+        },
+    ),
+]
+RETURN_EXAMPLES = [
+    OpenApiExample(
+        "One item back",
+        request_only=True,
+        value={"return_id": "RT-1001-1", "lines": [{"sku": "SHAMPOO-250", "quantity": "1"}]},
+    ),
+    OpenApiExample("Everything left", request_only=True, value={"return_id": "RT-1001-2"}),
+    OpenApiExample(
+        "Returned",
+        response_only=True,
+        status_codes=["201"],
+        value={
+            "id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+            "points_reversed": 11,
+            "points_restored": 49,
+            "points_balance": 1085,
+        },
+    ),
+]
+REDEMPTION_EXAMPLES = [
+    OpenApiExample(
+        "Pay 500 points",
+        request_only=True,
+        value={"card_number": "6001234567890", "points": 500, "reference": "Coffee"},
+    ),
+    OpenApiExample(
+        "Paid",
+        response_only=True,
+        status_codes=["201"],
+        value={
+            "id": "0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e",
+            "points": 500,
+            "value": {"amount": "5.00", "currency": "EUR"},
+            "points_balance": 700,
+        },
+    ),
+]
+VOID_EXAMPLES = [
+    OpenApiExample(
+        "Voided",
+        response_only=True,
+        value={
+            "id": "0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e",
+            "status": "voided",
+            "points_balance": 1200,
+        },
+    ),
+]
+EVENT_EXAMPLES = [
+    OpenApiExample(
+        "Review written",
+        request_only=True,
+        value={
+            "card_number": "6001234567890",
+            "type": "product-review",
+            "occurred_at": "2026-11-24T10:15:00+00:00",
+            "properties": {"sku": "PERFUME-50", "stars": 5},
+        },
+    ),
+    OpenApiExample(
+        "Stored",
+        response_only=True,
+        status_codes=["201"],
+        value={"id": "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a", "points_earned": 0},
+    ),
+]
+BATCH_EXAMPLES = [
+    OpenApiExample("Two sales from an offline till", request_only=True, value={"items": [
+        {"idempotency_key": "till3-0001", "kind": "purchase", "payload": _BASKET | {
+            "receipt_id": "OFF-1", "occurred_at": "2026-11-24T09:00:00+00:00"}},
+        {"idempotency_key": "till3-0002", "kind": "return", "payload": {
+            "purchase_id": "4f1c2b8e-2a51-4f0e-9d8c-1f2a3b4c5d6e", "return_id": "RT-OFF-1"}},
+    ]}),
+    OpenApiExample("Results", response_only=True, value={"results": [
+        {"idempotency_key": "till3-0001", "status": 201, "body": {"id": "…", "points_earned": 49}},
+        {"idempotency_key": "till3-0002", "status": 422, "body": {
+            "type": "/api/v1/problems/return_exceeds_purchase", "title": "Return exceeds purchase",
+            "status": 422, "detail": "Everything on this purchase was already returned.",
+            "code": "return_exceeds_purchase"}},
+    ]}),
+]  # fmt: skip
+
+
 class PurchaseQuoteApi(ApiView):
     required_scope = "purchases:write"
 
@@ -473,6 +607,7 @@ class PurchaseQuoteApi(ApiView):
         summary="What a purchase would earn (writes nothing)",
         request=QuoteInSerializer,
         responses={200: QuoteOutSerializer},
+        examples=QUOTE_EXAMPLES,
         description="Same body as `POST purchases` without `receipt_id`; no Idempotency-Key needed. "
         "The points equal what the purchase then credits. Errors: `validation_error` 400, "
         "`member_not_found` 404, `currency_mismatch` 422.",
@@ -510,34 +645,7 @@ class PurchaseApi(ApiView):
         summary="Record a purchase: points are added automatically",
         request=PurchaseInSerializer,
         responses={201: PurchaseOutSerializer},
-        examples=[
-            OpenApiExample(
-                "Purchase",
-                request_only=True,
-                value={
-                    "card_number": "6001234567890",
-                    "receipt_id": "R-1001",
-                    "occurred_at": "2026-11-24T10:15:00+00:00",
-                    "currency": "EUR",
-                    "total": "49.90",
-                    "lines": [
-                        {
-                            "sku": "SHAMPOO-250",
-                            "category": "hair",
-                            "quantity": "2",
-                            "unit_price": "12.45",
-                        },
-                        {
-                            "sku": "PERFUME-50",
-                            "category": "fragrance",
-                            "quantity": "1",
-                            "unit_price": "25.00",
-                        },
-                    ],
-                    "redeem_points": 200,
-                },
-            )
-        ],
+        examples=PURCHASE_EXAMPLES,
         description="Needs an `Idempotency-Key`. A `receipt_id` is credited once per store, ever. "
         "Errors: `validation_error`/`malformed_json`/`idempotency_key_required` 400, "
         "`member_not_found` 404, `duplicate_receipt` (with the existing `id`), `insufficient_points`, "
@@ -556,6 +664,7 @@ class PurchaseReturnApi(ApiView):
         summary="Return all or part of a purchase",
         request=ReturnInSerializer,
         responses={201: ReturnOutSerializer},
+        examples=RETURN_EXAMPLES,
         description="Give `lines` for a partial return, or none for everything not yet returned. "
         "Reverses the points the goods earned and gives back the points that paid for them, in "
         "proportion; the balance may go negative if the points were spent. Errors: "
@@ -576,6 +685,7 @@ class RedemptionApi(ApiView):
         summary="Pay with points",
         request=RedemptionInSerializer,
         responses={201: RedemptionOutSerializer},
+        examples=REDEMPTION_EXAMPLES,
         description="Errors: `validation_error` 400, `member_not_found` 404, `insufficient_points` 409.",
     )
     @idempotent
@@ -609,6 +719,7 @@ class RedemptionVoidApi(ApiView):
         summary="Void a points payment: the points come back",
         request=None,
         responses={200: VoidOutSerializer},
+        examples=VOID_EXAMPLES,
         description="Voiding twice changes nothing. Errors: `permission_denied` 403, `not_found` 404.",
     )
     @idempotent
@@ -667,6 +778,7 @@ class EventApi(ApiView):
         summary="Record a member activity",
         request=EventInSerializer,
         responses={201: EventOutSerializer},
+        examples=EVENT_EXAMPLES,
         description="Stored now; points for events come with earning rules. Errors: `validation_error` 400, `member_not_found` 404.",
     )
     @idempotent
@@ -714,6 +826,7 @@ class BatchApi(ApiView):
         summary="Sync purchases and returns recorded while offline",
         request=BatchInSerializer,
         responses={200: BatchOutSerializer},
+        examples=BATCH_EXAMPLES,
         description="Up to 500 items, applied in order, each in its own transaction and idempotent "
         "on its own `idempotency_key` (the same key as a single request would use: an item already "
         "sent alone is replayed). A `return` item's payload carries `purchase_id`. One bad item "

@@ -82,3 +82,13 @@ def _session_cookie(live_server, user):
         "value": session.session_key,
         "url": live_server.url,
     }
+
+
+def test_swagger_ui_loads_offline_from_local_assets(live_server, page):
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(live_server.url + "/api/docs/")
+    page.get_by_text("Tally POS API").first.wait_for()
+    page.get_by_text("/api/v1/purchases/quote").first.wait_for()
+    outside = [url for url in requested if not url.startswith(live_server.url)]
+    assert outside == [], f"the docs fetched from elsewhere: {outside}"

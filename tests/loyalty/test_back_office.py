@@ -148,3 +148,34 @@ def test_seed_demo_is_repeatable_and_prints_the_logins(capsys):
     assert balance.points > 0
     assert balance.pending > 0
     assert balance.expiring_soon, "the demo member should have points expiring soon"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("n", [1, 15])
+def test_staff_browse_purchases_read_only_with_fixed_queries(
+    staff_client, api_client, django_assert_max_num_queries, n
+):
+    import json
+    import uuid
+
+    from django.utils import timezone
+
+    member = MemberFactory()
+    for i in range(n):
+        api_client.post(
+            "/api/v1/purchases",
+            data=json.dumps({
+                "card_number": member.card_number, "receipt_id": f"R-{i}", "currency": "EUR",
+                "occurred_at": timezone.now().isoformat(), "total": "10.00",
+                "lines": [{"sku": "SOAP", "quantity": "1", "unit_price": "10.00"}],
+            }),
+            content_type="application/json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+        )  # fmt: skip
+    with django_assert_max_num_queries(10):
+        page = staff_client.get(reverse("admin:loyalty_purchase_changelist"))
+    assert page.status_code == 200
+    assert f"R-{n - 1}" in page.content.decode()
+    purchase = member.purchases.first()
+    detail = staff_client.get(reverse("admin:loyalty_purchase_change", args=[purchase.pk]))
+    assert "SOAP" in detail.content.decode()
+    assert 'name="_save"' not in detail.content.decode()
