@@ -272,3 +272,29 @@ def test_concurrent_duplicates_enrol_exactly_once(postgres_only, api_key):
             assert response.json()["code"] == "idempotency_key_in_use"
         else:
             assert response.json()["card_number"] == Member.objects.get().card_number
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_whose_first_request_is_still_running_answers_in_use(
+    postgres_only, api_client, store
+):
+    """Hold the key's lock from another connection, as an in-flight request would."""
+    import hashlib
+
+    import psycopg
+
+    key = str(uuid.uuid4())
+    digest = hashlib.sha256(f"{store.pk}:{key}".encode()).digest()
+    lock_id = int.from_bytes(digest[:8], "big", signed=True)
+    settings = connection.settings_dict
+    with psycopg.connect(
+        host=settings["HOST"], port=settings["PORT"], user=settings["USER"], dbname=settings["NAME"]
+    ) as other:
+        other.execute("BEGIN")
+        other.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
+        _problem(
+            _post(api_client, {"phone": "+905551119999"}, key=key), 409, "idempotency_key_in_use"
+        )
+        assert not Member.objects.exists()
+        other.execute("ROLLBACK")
+    assert _post(api_client, {"phone": "+905551119999"}, key=key).status_code == 201
