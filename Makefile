@@ -33,6 +33,7 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(PY) manage.py makemigrations --check --dry-run -v0
+	$(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
 
 format: install-dev
 	$(BIN)/ruff check --fix .
