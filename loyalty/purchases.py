@@ -311,7 +311,7 @@ def redemption_void(*, redemption: Redemption, cause: Cause) -> Redemption:
     ledger.reverse(
         entry=redemption.entry,
         cause=cause,
-        description=_("Voided: %(r)s") % {"r": redemption.entry.description},
+        description=redemption.entry.description,  # the history line reads "Reversed: …"
     )
     redemption.status = Redemption.Status.VOIDED
     redemption.save(update_fields=["status"])

@@ -262,6 +262,9 @@ def test_pay_with_points_and_void(api_client, other_store_client, member, api_ca
     voided = post(api_client, f"redemptions/{body['id']}/void", {})
     assert voided.json() == {"id": body["id"], "status": "voided", "points_balance": 300}
     assert post(api_client, f"redemptions/{body['id']}/void", {}).json()["points_balance"] == 300
+    from loyalty.explain import entry_text
+
+    assert entry_text(member.entries.get(kind="reversal")) == "Reversed: Coffee"
 
 
 @pytest.mark.django_db
