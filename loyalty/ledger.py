@@ -24,6 +24,7 @@ from loyalty.exceptions import (
     InvalidAccount,
     InvalidPoints,
     NotReversible,
+    UnknownMember,
 )
 from loyalty.models import (
     MEMBER_KINDS,
@@ -94,12 +95,17 @@ def program_settings() -> ProgramSettings:
 
 def member_accounts_lock(member: Member) -> MemberAccounts:
     """Lock the member's two accounts (ordered by pk, so concurrent lockers never deadlock),
-    creating them on first use."""
+    creating them on first use. Raises UnknownMember for a member not in the database."""
     _require_atomic()
+    if member.pk is None:
+        raise UnknownMember()
     accounts = {
         a.kind: a for a in Account.objects.select_for_update().filter(member=member).order_by("pk")
     }
     if len(accounts) < len(MEMBER_KINDS):
+        # First use: the member row must exist, and stay until we commit.
+        if not Member.objects.select_for_update().filter(pk=member.pk).exists():
+            raise UnknownMember()
         for kind in MEMBER_KINDS:
             Account.objects.get_or_create(member=member, kind=kind)
         accounts = {
