@@ -6,7 +6,7 @@ PY := $(BIN)/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format install install-dev messages clean
+.PHONY: run test lint format install install-dev messages bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: install-dev
 	$(BIN)/ruff format --check .
 	$(PY) manage.py makemigrations --check --dry-run -v0
 	$(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
+
+# POS purchase load on gunicorn + PostgreSQL (wrk, pgbench ceiling, batch sync): see bench/README.md
+bench: install-dev
+	bash bench/run.sh
 
 format: install-dev
 	$(BIN)/ruff check --fix .

@@ -244,9 +244,12 @@ class OccurredAt(serializers.DateTimeField):
         return moment
 
 
+# Identifiers (receipt and return ids, SKUs, categories) are kept exactly as sent: a
+# numeric receipt id may pass the Luhn check by chance, and rewriting it would make
+# distinct receipts collide. Card-number masking applies to free text only (SafeText).
 class LineInSerializer(serializers.Serializer):
-    sku = SafeText(max_length=64)
-    category = SafeText(max_length=64, required=False, allow_blank=True, default="")
+    sku = serializers.CharField(max_length=64)
+    category = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
     quantity = serializers.DecimalField(
         max_digits=12, decimal_places=3, min_value=Decimal("0.001"), max_value=Decimal("100000")
     )
@@ -283,7 +286,7 @@ class QuoteInSerializer(serializers.Serializer):
 
 
 class PurchaseInSerializer(QuoteInSerializer):
-    receipt_id = SafeText(max_length=100)
+    receipt_id = serializers.CharField(max_length=100)
     occurred_at = OccurredAt()
 
 
@@ -311,14 +314,14 @@ class PurchaseOutSerializer(serializers.Serializer):
 
 
 class ReturnLineInSerializer(serializers.Serializer):
-    sku = SafeText(max_length=64)
+    sku = serializers.CharField(max_length=64)
     quantity = serializers.DecimalField(
         max_digits=12, decimal_places=3, min_value=Decimal("0.001"), max_value=Decimal("100000")
     )
 
 
 class ReturnInSerializer(serializers.Serializer):
-    return_id = SafeText(max_length=100)
+    return_id = serializers.CharField(max_length=100)
     lines = ReturnLineInSerializer(
         many=True, required=False, allow_empty=False, max_length=MAX_BATCH
     )
