@@ -64,6 +64,13 @@ class MemberSummarySerializer(serializers.Serializer):
     expiring = ExpiringSerializer(many=True)
 
 
+def validated(serializer_class, data) -> dict:
+    """The request's values, or a 400 validation_error naming each bad field."""
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
 def member_summary(member: Member) -> dict:
     balance = selectors.member_balance(member=member)
     summary = {
@@ -205,9 +212,7 @@ class MemberEnrolApi(ApiView):
     )
     @idempotent
     def post(self, request):
-        data = MemberEnrolInSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = data.validated_data
+        values = validated(MemberEnrolInSerializer, request.data)
         try:
             member = member_enrol(
                 email=(values.get("email") or "").lower() or None,
@@ -394,9 +399,7 @@ def _lines(data) -> list[purchases.LineIn]:
 
 
 def purchase_handler(store, cause: Cause, payload) -> tuple[int, dict]:
-    data = PurchaseInSerializer(data=payload)
-    data.is_valid(raise_exception=True)
-    values = data.validated_data
+    values = validated(PurchaseInSerializer, payload)
     member = _member_card(values["card_number"])
     lines = _lines(values)
     purchase = purchases.purchase_record(
@@ -448,9 +451,7 @@ def _is_uuid(value) -> bool:
 
 
 def return_handler(store, cause: Cause, purchase_id, payload) -> tuple[int, dict]:
-    data = ReturnInSerializer(data=payload)
-    data.is_valid(raise_exception=True)
-    values = data.validated_data
+    values = validated(ReturnInSerializer, payload)
     purchase = _purchase_for(store, purchase_id)
     lines = None
     if values.get("lines"):
@@ -616,9 +617,7 @@ class PurchaseQuoteApi(ApiView):
         "`member_not_found` 404, `currency_mismatch` 422.",
     )
     def post(self, request):
-        data = QuoteInSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = data.validated_data
+        values = validated(QuoteInSerializer, request.data)
         settings = program_settings()
         if values["currency"] != settings.currency:
             raise purchases.CurrencyMismatch(f"This program runs in {settings.currency}.")
@@ -693,9 +692,7 @@ class RedemptionApi(ApiView):
     )
     @idempotent
     def post(self, request):
-        data = RedemptionInSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = data.validated_data
+        values = validated(RedemptionInSerializer, request.data)
         member = _member_card(values["card_number"])
         redemption = purchases.redemption_create(
             store=request.user.store,
@@ -786,9 +783,7 @@ class EventApi(ApiView):
     )
     @idempotent
     def post(self, request):
-        data = EventInSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = data.validated_data
+        values = validated(EventInSerializer, request.data)
         event = purchases.event_record(
             store=request.user.store,
             member=_member_card(values["card_number"]),
@@ -837,10 +832,9 @@ class BatchApi(ApiView):
         "have had. Re-sending the batch changes nothing.",
     )
     def post(self, request):
-        data = BatchInSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        items = validated(BatchInSerializer, request.data)["items"]
         store, cause = request.user.store, _cause(request)
-        results = [self._item(store, cause, item) for item in data.validated_data["items"]]
+        results = [self._item(store, cause, item) for item in items]
         return Response({"results": results})
 
     def _item(self, store, cause, item) -> dict:

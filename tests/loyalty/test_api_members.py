@@ -1,7 +1,6 @@
 """POS API: member lookup and enrolment, problem+json errors and idempotency."""
 
 import json
-import threading
 import uuid
 from datetime import timedelta
 
@@ -14,6 +13,7 @@ from members.models import Member, User
 from partners.api.idempotency import idempotency_purge
 from partners.models import IdempotencyRecord
 from partners.services import api_key_create
+from tests.concurrency import run_at_once
 from tests.factories import MemberFactory, TerminalFactory
 
 ENROL = "/api/v1/members"
@@ -248,21 +248,13 @@ def test_records_older_than_seven_days_are_purged(api_client):
 def test_concurrent_duplicates_enrol_exactly_once(postgres_only, api_key):
     from rest_framework.test import APIClient
 
-    key, barrier, results = str(uuid.uuid4()), threading.Barrier(8), []
+    key = str(uuid.uuid4())
 
-    def send():
+    def send(_i):
         client = APIClient(HTTP_AUTHORIZATION=f"Api-Key {api_key[1]}")
-        try:
-            barrier.wait()
-            results.append(_post(client, {"phone": "+905557770000"}, key=key))
-        finally:
-            connection.close()
+        return _post(client, {"phone": "+905557770000"}, key=key)
 
-    threads = [threading.Thread(target=send) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = run_at_once(send)
     assert Member.objects.count() == 1
     statuses = sorted(r.status_code for r in results)
     assert statuses.count(201) >= 1

@@ -1,11 +1,9 @@
 """POS API: purchases, quotes, symmetric returns, paying with points, events, batches."""
 
 import json
-import threading
 import uuid
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -13,6 +11,7 @@ from loyalty import selectors, services
 from loyalty.ledger import program_settings
 from loyalty.models import JournalEntry, Purchase, Redemption
 from partners.services import api_key_create
+from tests.concurrency import run_at_once
 from tests.factories import TerminalFactory
 
 NOW = timezone.now
@@ -377,25 +376,12 @@ def test_purchase_query_count_does_not_grow_with_history(
 @pytest.mark.django_db(transaction=True)
 def test_twenty_tills_paying_at_once_never_overdraw(postgres_only, api_key, member, api_cause):
     services.points_credit(member=member, points=1000, description="Earlier", cause=api_cause)
-    barrier, statuses = threading.Barrier(20), []
 
-    def pay():
+    def pay(_i):
         client = APIClient(HTTP_AUTHORIZATION=f"Api-Key {api_key[1]}")
-        try:
-            barrier.wait()
-            statuses.append(
-                post(
-                    client, "redemptions", {"card_number": member.card_number, "points": 150}
-                ).status_code
-            )
-        finally:
-            connection.close()
+        return post(client, "redemptions", {"card_number": member.card_number, "points": 150})
 
-    threads = [threading.Thread(target=pay) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = [response.status_code for response in run_at_once(pay, count=20)]
     assert statuses.count(201) == 1000 // 150
     assert statuses.count(409) == 20 - 1000 // 150
     assert balance(member) == 1000 - 150 * (1000 // 150)
@@ -404,22 +390,13 @@ def test_twenty_tills_paying_at_once_never_overdraw(postgres_only, api_key, memb
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_duplicate_purchases_credit_once(postgres_only, api_key, member):
-    key, barrier, statuses = str(uuid.uuid4()), threading.Barrier(8), []
-    payload = purchase_payload(member)
+    key, payload = str(uuid.uuid4()), purchase_payload(member)
 
-    def send():
+    def send(_i):
         client = APIClient(HTTP_AUTHORIZATION=f"Api-Key {api_key[1]}")
-        try:
-            barrier.wait()
-            statuses.append(post(client, "purchases", payload, key=key).status_code)
-        finally:
-            connection.close()
+        return post(client, "purchases", payload, key=key)
 
-    threads = [threading.Thread(target=send) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = [response.status_code for response in run_at_once(send)]
     assert Purchase.objects.count() == 1
     assert balance(member) == 49
     assert set(statuses) <= {201, 409}

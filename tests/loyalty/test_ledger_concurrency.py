@@ -5,7 +5,6 @@ and no triggers here.
 Each worker is a real thread with its own database connection, released at a barrier
 so that they hit the member's account rows at the same moment."""
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -25,36 +24,13 @@ from loyalty.models import (
     Source,
 )
 from members.models import Member
+from tests.concurrency import THREADS, run_at_once
 from tests.factories import MemberFactory, StaffFactory
 
-THREADS = 8
 TILL = Cause(source=Source.API, client="till-1")
 SHOPPER = Cause(source=Source.MEMBER)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run_at_once(work, count: int = THREADS) -> list:
-    """Run work(i) in `count` threads released together; return each result or exception."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def worker(i):
-        try:
-            barrier.wait(timeout=10)
-            results[i] = work(i)
-        except Exception as exc:
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a worker hung (deadlock?)"
-    return results
 
 
 def member_postings(member: Member):
