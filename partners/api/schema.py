@@ -37,6 +37,18 @@ WRITES = {
 }
 
 
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": True,
+    "description": "1–255 visible ASCII characters; use a UUID saved before the first send. "
+    "A retry with the same key and body gets the first answer again.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+}
+# POSTs that change nothing (quote) or carry a key per item (batches) need no header.
+NO_KEY = {"/api/v1/purchases/quote", "/api/v1/batches"}
+
+
 def add_problem_responses(result, generator, request, public):
     result.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM
     ref = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
@@ -45,6 +57,8 @@ def add_problem_responses(result, generator, request, public):
             continue
         for method, operation in operations.items():
             codes = COMMON | (WRITES if method == "post" else {})
+            if method == "post" and path not in NO_KEY:
+                operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY)
             responses = operation.setdefault("responses", {})
             for code, description in codes.items():
                 responses.setdefault(code, {"description": description, "content": ref})
