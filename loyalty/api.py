@@ -237,10 +237,6 @@ def _cause(request) -> Cause:
     return Cause(source="api", client=str(request.user)[:100])
 
 
-def _member_card(card_number: str) -> Member:
-    return member_by_card(card_number)
-
-
 class OccurredAt(serializers.DateTimeField):
     def to_internal_value(self, value):
         moment = super().to_internal_value(value)
@@ -400,7 +396,7 @@ def _lines(data) -> list[purchases.LineIn]:
 
 def purchase_handler(store, cause: Cause, payload) -> tuple[int, dict]:
     values = validated(PurchaseInSerializer, payload)
-    member = _member_card(values["card_number"])
+    member = member_by_card(values["card_number"])
     lines = _lines(values)
     purchase = purchases.purchase_record(
         store=store,
@@ -618,14 +614,11 @@ class PurchaseQuoteApi(ApiView):
     )
     def post(self, request):
         values = validated(QuoteInSerializer, request.data)
-        settings = program_settings()
-        if values["currency"] != settings.currency:
-            raise purchases.CurrencyMismatch(f"This program runs in {settings.currency}.")
-        member = _member_card(values["card_number"])
+        member = member_by_card(values["card_number"])
         lines = _lines(values)
         quote = purchases.purchase_quote(
-            member=member, total=values["total"], lines=lines,
-            redeem_points=values["redeem_points"], settings=settings,
+            member=member, currency=values["currency"], total=values["total"], lines=lines,
+            redeem_points=values["redeem_points"],
         )  # fmt: skip
         body = {
             "points": quote.points,
@@ -693,7 +686,7 @@ class RedemptionApi(ApiView):
     @idempotent
     def post(self, request):
         values = validated(RedemptionInSerializer, request.data)
-        member = _member_card(values["card_number"])
+        member = member_by_card(values["card_number"])
         redemption = purchases.redemption_create(
             store=request.user.store,
             member=member,
@@ -786,7 +779,7 @@ class EventApi(ApiView):
         values = validated(EventInSerializer, request.data)
         event = purchases.event_record(
             store=request.user.store,
-            member=_member_card(values["card_number"]),
+            member=member_by_card(values["card_number"]),
             type=values["type"],
             occurred_at=values["occurred_at"],
             properties=values["properties"],

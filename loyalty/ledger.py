@@ -310,8 +310,9 @@ def reverse(*, entry: JournalEntry, cause: Cause, description: str = "") -> Jour
         if posting.account.kind not in MEMBER_KINDS:
             moves.append((posting.account, -posting.amount))
         elif posting.amount > 0:
-            unexpired = _unexpire_share(entry, posting.amount)
-            moves += _take_back_credit(accounts, entry, posting.amount, reversal, unexpired)
+            lot = Lot.objects.get(entry=entry)
+            unexpired = _unexpire_share(entry, lot, posting.amount)
+            moves += _take_back_credit(accounts, lot, posting.amount, reversal, unexpired)
         else:
             moves.append(_give_back_debit(accounts, entry, -posting.amount, reversal))
     _post(reversal, moves)
@@ -331,12 +332,11 @@ def _expired_not_taken_back(original: JournalEntry, lot: Lot) -> int:
 
 
 def _take_back_credit(
-    accounts: MemberAccounts, original, points, entry, unexpired: int = 0
+    accounts: MemberAccounts, lot: Lot, points, entry, unexpired: int = 0
 ) -> list[tuple[Account, int]]:
     """Take a credit back. Its points that already expired went to breakage, so those
     `unexpired` come back from the expiry account; only the rest is taken from the
     member (their own lot first, then others, into a debt if they were spent)."""
-    lot = Lot.objects.get(entry=original)
     moves = [(system_account(AccountKind.EXPIRY), -unexpired)] if unexpired else []
     clawback = points - unexpired
     if not clawback:
@@ -350,8 +350,7 @@ def _take_back_credit(
     return [*moves, (accounts.available, -clawback)]
 
 
-def _unexpire_share(original: JournalEntry, points: int) -> int:
-    lot = Lot.objects.get(entry=original)
+def _unexpire_share(original: JournalEntry, lot: Lot, points: int) -> int:
     return min(points, _expired_not_taken_back(original, lot))
 
 
@@ -415,7 +414,8 @@ def return_points(
     if earn_points < 0 or redeem_points < 0 or (earn_points == 0 and redeem_points == 0):
         raise InvalidPoints(earn_points or redeem_points)
     accounts = member_accounts_lock(member)
-    unexpired = _unexpire_share(earn_entry, earn_points) if earn_points else 0
+    earn_lot = Lot.objects.get(entry=earn_entry) if earn_points else None
+    unexpired = _unexpire_share(earn_entry, earn_lot, earn_points) if earn_points else 0
     entry = _entry_create(
         member=member, kind=EntryKind.RETURN, cause=cause, description=description,
         details={**(details or {}), "earn_entry": earn_entry and earn_entry.pk,
@@ -431,7 +431,7 @@ def return_points(
     if earn_points:
         counter = earn_entry.postings.exclude(account__kind__in=MEMBER_KINDS).get().account
         moves += [
-            *_take_back_credit(accounts, earn_entry, earn_points, entry, unexpired),
+            *_take_back_credit(accounts, earn_lot, earn_points, entry, unexpired),
             (counter, earn_points),
         ]
     _post(entry, _merge(moves))

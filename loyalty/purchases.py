@@ -87,9 +87,18 @@ def _allocate(points: int, weights: list[Decimal]) -> list[int]:
     return shares
 
 
+def _currency_check(currency: str, settings: ProgramSettings) -> None:
+    if currency != settings.currency:
+        raise CurrencyMismatch(
+            _("This program runs in %(p)s; the purchase is in %(c)s.")
+            % {"p": settings.currency, "c": currency}
+        )
+
+
 def purchase_quote(
     *,
     member: Member,
+    currency: str,
     total: Decimal,
     lines: list[LineIn],
     redeem_points: int = 0,
@@ -97,8 +106,9 @@ def purchase_quote(
     with_max_redeemable: bool = True,
 ) -> Quote:
     """What a purchase would earn, without writing anything. `purchase_record` uses the
-    same calculation, so the quote always equals the credit."""
+    same calculation, so the quote always equals the credit. Raises CurrencyMismatch."""
     settings = settings or ledger.program_settings()
+    _currency_check(currency, settings)
     redeem_value = redeem_points * settings.point_value
     paid = max(Decimal(0), total - redeem_value)
     points = points_for_amount(paid, settings=settings)
@@ -138,15 +148,10 @@ def purchase_record(
     optionally paying part of it with points. Raises DuplicateReceipt, CurrencyMismatch,
     InsufficientPoints, RedeemExceedsTotal."""
     settings = ledger.program_settings()
-    if currency != settings.currency:
-        raise CurrencyMismatch(
-            _("This program runs in %(p)s; the purchase is in %(c)s.")
-            % {"p": settings.currency, "c": currency}
-        )
     # A duplicate receipt is caught by the unique constraint below, which undoes the points.
     quote = purchase_quote(
-        member=member, total=total, lines=lines, redeem_points=redeem_points, settings=settings,
-        with_max_redeemable=False,
+        member=member, currency=currency, total=total, lines=lines, redeem_points=redeem_points,
+        settings=settings, with_max_redeemable=False,
     )  # fmt: skip
     if redeem_points and quote.redeem_value > total:
         raise RedeemExceedsTotal(_("Points worth more than the total cannot be redeemed on it."))
@@ -223,7 +228,7 @@ def purchase_return(
     purchase_lines = list(purchase.lines.annotate(done=Sum("returned__quantity")))
     returned_before = {line.pk: line.done or Decimal(0) for line in purchase_lines}
     wanted = _return_quantities(purchase_lines, returned_before, lines)
-    earned_now = restored_now = 0
+    earned_now = 0
     lines_total = sum(line.quantity * line.unit_price for line in purchase_lines)
     amount_before = sum(line.unit_price * returned_before[line.pk] for line in purchase_lines)
     amount_after = amount_before + sum(line.unit_price * qty for line, qty in wanted)

@@ -55,7 +55,6 @@ def member_balance(
     (grouped by day; `soon` when inside the program's notice window)."""
     settings = settings or program_settings()
     points, pending = member_points(member=member)
-    sums = {"points": points, "pending": pending}
     now = timezone.now()
     soon_until = now + timedelta(days=settings.expiry_notice_days)
     rows = (
@@ -72,10 +71,10 @@ def member_balance(
         for r in rows
     ]
     return MemberBalance(
-        points=sums["points"],
-        pending=sums["pending"],
-        value=points_value(sums["points"], settings),
-        pending_value=points_value(sums["pending"], settings),
+        points=points,
+        pending=pending,
+        value=points_value(points, settings),
+        pending_value=points_value(pending, settings),
         expiring=expiring,
         notice_days=settings.expiry_notice_days,
     )

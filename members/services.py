@@ -93,10 +93,9 @@ def member_enrol(
         with transaction.atomic():
             user = None
             if email:
-                if User.objects.filter(email__iexact=email).exists():
-                    # A login (e.g. staff) without a membership: attach one to it.
-                    user = User.objects.get(email__iexact=email)
-                else:
+                # A login (e.g. staff) without a membership gets one attached.
+                user = User.objects.filter(email__iexact=email).first()
+                if user is None:
                     user = User.objects.create_user(
                         email=email, password=None, first_name=first_name, last_name=last_name
                     )

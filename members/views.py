@@ -17,7 +17,7 @@ def card(request):
         "members/card.html",
         {
             "member": member,
-            "qr_svg": mark_safe(svg),
+            "qr_svg": mark_safe(svg),  # SVG that segno generated from digits, not user text
             "card_display": card_number_display(member.card_number),
         },
     )
