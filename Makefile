@@ -6,7 +6,7 @@ PY := $(BIN)/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format install install-dev messages bench clean
+.PHONY: run test lint format install install-dev messages bench bench-pos bench-jobs clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +35,18 @@ lint: install-dev
 	$(PY) manage.py makemigrations --check --dry-run -v0
 	$(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
 
-# POS purchase load on gunicorn + PostgreSQL (wrk, pgbench ceiling, batch sync): see bench/README.md
+# Both cases, one after the other (see bench/README.md):
+# POS purchase load on gunicorn + PostgreSQL (wrk, pgbench ceiling, batch sync), then the
+# nightly jobs over 1,000,000 members and 10,000,000 postings against hand-written SQL.
 bench: install-dev
 	bash bench/run.sh
+	bash bench/jobs.sh
+
+bench-pos: install-dev
+	bash bench/run.sh
+
+bench-jobs: install-dev
+	bash bench/jobs.sh
 
 format: install-dev
 	$(BIN)/ruff check --fix .

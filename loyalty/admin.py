@@ -1,17 +1,23 @@
+from collections import defaultdict
+from datetime import timedelta
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, Sum
+from django.db.models import Max, Q, Sum
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from loyalty import explain, selectors, services
+from loyalty import explain, jobs, memberships_admin, selectors, services, tiers_admin
 from loyalty.exceptions import LedgerError
 from loyalty.forms import AdjustmentForm
 from loyalty.models import (
     AccountKind,
     ActivityEvent,
+    ExpiryNotice,
+    JobRun,
     JournalEntry,
     Posting,
     ProgramSettings,
@@ -20,6 +26,7 @@ from loyalty.models import (
     PurchaseReturn,
     Redemption,
 )
+from loyalty.rules.admin import breakdown_html  # also registers the earning rule admins
 from members.models import Member
 
 RECENT_ENTRIES = 20
@@ -56,6 +63,7 @@ class ProgramSettingsAdmin(admin.ModelAdmin):
         (None, {"fields": ("name", "currency", "point_value")}),
         (_("Earning"), {"fields": ("earn_rate", "rounding", "pending_days")}),
         (_("Expiry"), {"fields": ("points_lifetime_months", "expiry_notice_days")}),
+        (_("Tiers"), {"fields": ("tier_basis", "tier_window_months", "tier_notice_days")}),
     )
 
     def has_add_permission(self, request):
@@ -75,7 +83,10 @@ class MemberAdmin(admin.ModelAdmin):
     list_display = ["card_number", "display_name", "email", "phone", "points", "created_at"]
     search_fields = ["card_number", "user__email", "phone", "first_name", "last_name"]
     list_select_related = ["user"]
-    readonly_fields = ["card_number", "created_at", "balances", "recent_entries"]
+    readonly_fields = [
+        "card_number", "created_at", "profile_completed_at", "balances", "tier",
+        "paid_membership", "recent_entries",
+    ]  # fmt: skip
     autocomplete_fields = ["user"]
     fields = [
         "card_number",
@@ -83,12 +94,24 @@ class MemberAdmin(admin.ModelAdmin):
         "first_name",
         "last_name",
         "phone",
+        "birth_date",  # members set it once; staff correct it here
         "marketing_consent",
         "created_at",
+        "profile_completed_at",
         "balances",
+        "tier",
+        "paid_membership",
         "recent_entries",
     ]
     change_form_template = "admin/loyalty/member_change_form.html"
+
+    @admin.display(description=_("tier"))
+    def tier(self, obj):
+        return tiers_admin.member_tier_html(obj)
+
+    @admin.display(description=_("paid memberships"))
+    def paid_membership(self, obj):
+        return memberships_admin.member_memberships_html(obj)
 
     def get_queryset(self, request):
         return (
@@ -162,6 +185,16 @@ class MemberAdmin(admin.ModelAdmin):
                 "<int:member_id>/adjust/",
                 self.admin_site.admin_view(adjust_points),
                 name="loyalty_member_adjust",
+            ),
+            path(
+                "<int:member_id>/tier/",
+                self.admin_site.admin_view(tiers_admin.member_set_tier),
+                name="loyalty_member_set_tier",
+            ),
+            path(
+                "<int:member_id>/membership/",
+                self.admin_site.admin_view(memberships_admin.member_grant_membership),
+                name="loyalty_member_grant_membership",
             ),
             *super().get_urls(),
         ]
@@ -238,6 +271,7 @@ class JournalEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "reversal_of",
         "effective_at",
         "created_at",
+        "earned_by_rule",
         "details",
     ]
     fields = readonly_fields
@@ -248,6 +282,10 @@ class JournalEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description=_("what happened"))
     def text(self, obj):
         return explain.entry_text(obj)
+
+    @admin.display(description=_("points by rule"))
+    def earned_by_rule(self, obj):
+        return breakdown_html((obj.details or {}).get("breakdown"))
 
 
 class PurchaseLineInline(ReadOnlyMixin, admin.TabularInline):
@@ -284,9 +322,14 @@ class PurchaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
     inlines = [PurchaseLineInline, PurchaseReturnInline]
     fields = [
         "public_id", "receipt_id", "store", "member", "occurred_at", "currency", "total",
-        "points_earned", "points_redeemed", "breakdown", "earn_entry", "redeem_entry", "created_at",
+        "points_earned", "points_redeemed", "earned_by_rule", "earn_entry", "redeem_entry",
+        "created_at",
     ]  # fmt: skip
     readonly_fields = fields
+
+    @admin.display(description=_("points by rule"))
+    def earned_by_rule(self, obj):
+        return breakdown_html(obj.breakdown)
 
 
 @admin.register(Redemption)
@@ -325,3 +368,124 @@ class ActivityEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "created_at",
     ]
     fields = readonly_fields
+
+
+# Jobs
+
+
+def _job_summary(run: JobRun) -> str:
+    job = jobs.JOBS.get(run.job)
+    if job is None:  # a job that no longer exists
+        return ", ".join(f"{k}: {v}" for k, v in run.counts.items())
+    return job.summary.format_map(defaultdict(int, run.counts))
+
+
+@admin.register(JobRun)
+class JobRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """What the periodic jobs did and are doing; staff with the permission run one now."""
+
+    list_display = ["job", "status", "progress", "summary", "created_at", "duration", "trigger",
+                    "requested_by"]  # fmt: skip
+    list_filter = ["job", "status", "trigger"]
+    list_select_related = ["requested_by"]
+    date_hierarchy = "created_at"
+    fields = ["job", "status", "progress", "summary", "counts", "as_of", "created_at",
+              "started_at", "finished_at", "duration", "trigger", "requested_by",
+              "error"]  # fmt: skip
+    readonly_fields = fields
+    change_list_template = "admin/loyalty/jobrun/change_list.html"
+
+    @admin.display(description=_("progress"))
+    def progress(self, obj):
+        return format_html(
+            '<progress max="100" value="{}" aria-label="{}">{}%</progress><br>'
+            '<span style="white-space:nowrap">{} / {} ({}%)</span>',
+            obj.percent,
+            _("progress"),
+            obj.percent,
+            f"{obj.processed:,}",
+            f"{obj.total:,}",
+            obj.percent,
+        )
+
+    @admin.display(description=_("result"))
+    def summary(self, obj):
+        return _job_summary(obj)
+
+    @admin.display(description=_("took"))
+    def duration(self, obj):
+        if not obj.started_at:
+            return "–"
+        seconds = ((obj.finished_at or timezone.now()) - obj.started_at).total_seconds()
+        return f"{seconds:.1f} s"
+
+    def changelist_view(self, request, extra_context=None):
+        # Refresh while a run is under way (a run a killed worker left "running" for more
+        # than a day no longer counts).
+        busy = JobRun.objects.filter(
+            status__in=[JobRun.Status.QUEUED, JobRun.Status.RUNNING],
+            created_at__gte=timezone.now() - timedelta(days=1),
+        )
+        extra_context = {
+            **(extra_context or {}),
+            "refresh_seconds": 5 if busy.exists() else None,
+            "can_run_jobs": request.user.has_perm("loyalty.run_job"),
+        }
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self):
+        return [
+            path("run/", self.admin_site.admin_view(run_jobs), name="loyalty_jobrun_run"),
+            *super().get_urls(),
+        ]
+
+
+def run_jobs(request):
+    """Staff page: every job with its last run and a "Run now" button (queues its Celery
+    task, or runs it in-process when no broker is configured)."""
+    if not request.user.has_perm("loyalty.run_job"):
+        raise PermissionDenied
+    if request.method == "POST":
+        name = request.POST.get("job", "")
+        if name not in jobs.JOBS:
+            messages.error(request, _("There is no job called %(name)s.") % {"name": name})
+            return redirect("admin:loyalty_jobrun_run")
+        run = jobs.job_queue(name, user=request.user)
+        title = jobs.JOBS[name].title
+        if run.status == JobRun.Status.SUCCEEDED:
+            messages.success(
+                request, _("%(job)s finished: %(summary)s.")
+                % {"job": title, "summary": _job_summary(run)},
+            )  # fmt: skip
+        elif run.status == JobRun.Status.FAILED:
+            messages.error(
+                request, _("%(job)s failed; the error is recorded on the run.") % {"job": title}
+            )
+        else:
+            messages.success(
+                request, _("%(job)s is queued; its progress shows below.") % {"job": title}
+            )
+        return redirect("admin:loyalty_jobrun_changelist")
+    latest = JobRun.objects.values("job").annotate(pk=Max("pk")).values("pk")
+    last = {run.job: run for run in JobRun.objects.filter(pk__in=latest)}
+    rows = [(job, last.get(job.name)) for job in jobs.JOBS.values()]
+    context = {
+        **admin.site.each_context(request),
+        "title": _("Run a job now"),
+        "rows": rows,
+        "opts": JobRun._meta,
+    }
+    return render(request, "admin/loyalty/run_jobs.html", context)
+
+
+@admin.register(ExpiryNotice)
+class ExpiryNoticeAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Which members were told that points expire, for which day (support answers
+    "did I get a warning?")."""
+
+    list_display = ["sent_at", "member", "expires_on", "points"]
+    list_select_related = ["member__user"]
+    search_fields = ["member__card_number", "member__user__email"]
+    date_hierarchy = "sent_at"
+    fields = ["member", "expires_on", "points", "sent_at"]
+    readonly_fields = fields

@@ -5,6 +5,7 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 
+from django.db import transaction
 from django.db.models import Q
 from django.urls import path
 from django.utils import timezone
@@ -13,7 +14,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from loyalty import exceptions as ledger_errors
-from loyalty import purchases, selectors
+from loyalty import ledger, memberships, purchases, selectors, tiers
 from loyalty.ledger import Cause, program_settings
 from loyalty.models import Purchase, Redemption
 from members.cards import card_number_is_valid
@@ -33,6 +34,7 @@ problems.register(purchases.DuplicateReceipt, 409)
 problems.register(purchases.ReturnExceedsPurchase, 422)
 problems.register(purchases.CurrencyMismatch, 422)
 problems.register(purchases.RedeemExceedsTotal, 400)
+problems.register(purchases.PlanQuantityInvalid, 400)
 
 
 def _member_exists(exc: MemberExists):
@@ -54,13 +56,61 @@ class TierSerializer(serializers.Serializer):
     name = serializers.CharField()
 
 
+class TierProgressSerializer(serializers.Serializer):
+    """Where the member stands: what they have in the window and what the next tier takes."""
+
+    basis = serializers.ChoiceField(
+        choices=["spend", "points"],
+        help_text="What qualifies: spend in `unit` (the program currency) or qualifying points.",
+    )
+    unit = serializers.CharField(help_text='The currency code, or "points".')
+    window_months = serializers.IntegerField()
+    qualification = serializers.DecimalField(max_digits=16, decimal_places=2)
+    earn_multiplier = serializers.DecimalField(
+        max_digits=4,
+        decimal_places=2,
+        help_text="Of the member's tier: applies to the next purchase.",
+    )
+    guaranteed_until = serializers.DateTimeField(allow_null=True)
+    next_tier = TierSerializer(allow_null=True, help_text="null at the top tier.")
+    needed = serializers.DecimalField(
+        max_digits=16, decimal_places=2, allow_null=True, help_text="More to reach next_tier..."
+    )
+    needed_by = serializers.DateTimeField(allow_null=True, help_text="...by this moment.")
+    at_risk = serializers.BooleanField(
+        help_text="The member would drop a tier at the review on keep_by unless they add keep_needed."
+    )
+    keep_needed = serializers.DecimalField(max_digits=16, decimal_places=2, allow_null=True)
+    keep_by = serializers.DateTimeField(allow_null=True)
+    text = serializers.CharField(help_text="The goal in words for the cashier to read out.")
+
+
+class MembershipSerializer(serializers.Serializer):
+    """A paid membership running now (e.g. Plus): bought at the till as the plan's SKU."""
+
+    plan = TierSerializer(help_text="The plan's `code` and `name`.")
+    ends_at = serializers.DateTimeField(
+        help_text="When it ends, renewals already bought included: renew at the till before."
+    )
+
+
 class MemberSummarySerializer(serializers.Serializer):
     card_number = serializers.CharField()
     display_name = serializers.CharField()
     points_balance = serializers.IntegerField()
     points_pending = serializers.IntegerField()
     points_value = MoneySerializer()
-    tier = TierSerializer(allow_null=True)
+    tier = TierSerializer(
+        allow_null=True,
+        help_text="The tier the member holds: the higher of the one earned and the one a "
+        "paid membership grants.",
+    )
+    tier_progress = TierProgressSerializer(
+        allow_null=True, help_text="null when there are no tiers."
+    )
+    membership = MembershipSerializer(
+        allow_null=True, help_text="The paid membership running now; null when none."
+    )
     expiring = ExpiringSerializer(many=True)
 
 
@@ -71,29 +121,79 @@ def validated(serializer_class, data) -> dict:
     return serializer.validated_data
 
 
-def member_summary(member: Member) -> dict:
-    balance = selectors.member_balance(member=member)
+def _tier_progress(progress: tiers.TierProgress) -> dict | None:
+    if not progress.has_tiers:
+        return None
+    return {
+        "basis": progress.basis,
+        "unit": progress.currency if progress.basis == "spend" else "points",
+        "window_months": progress.window_months,
+        "qualification": progress.qualification,
+        "earn_multiplier": progress.multiplier,
+        "guaranteed_until": progress.guaranteed_until,
+        "next_tier": progress.next_tier,
+        "needed": progress.needed,
+        "needed_by": progress.by,
+        "at_risk": progress.at_risk,
+        "keep_needed": progress.keep_needed,
+        "keep_by": progress.keep_by,
+        "text": progress.keep_text or progress.goal_text,
+    }
+
+
+def member_summary(member: Member, *, new: bool = False) -> dict:
+    """The summary a till shows. `member` read through `_members()` costs no query for
+    their paid membership unless they have one; `new`: just enrolled, so none."""
+    settings = program_settings()
+    balance = selectors.member_balance(member=member, settings=settings)
+    membership = None if new else memberships.membership_now(member=member)
+    progress = tiers.tier_progress(member=member, settings=settings, membership=membership)
     summary = {
         "card_number": member.card_number,
         "display_name": member.display_name,
         "points_balance": balance.points,
         "points_pending": balance.pending,
         "points_value": balance.value,
-        "tier": None,  # tiers arrive with the rules issue
+        "tier": progress.tier,
+        "tier_progress": _tier_progress(progress),
+        "membership": (
+            {"plan": membership.plan, "ends_at": membership.until} if membership else None
+        ),
         "expiring": [{"points": e.points, "expires_at": e.expires_at} for e in balance.expiring],
     }
     return MemberSummarySerializer(summary).data
 
 
-def member_by_card(card_number: str) -> Member:
+def _no_member(card_number: str) -> ApiProblem:
     if not card_number_is_valid(card_number):
-        raise ApiProblem(
+        return ApiProblem(
             "member_not_found", 404, "No member has this card number (check digit does not match)."
         )
-    member = Member.objects.select_related("user").filter(card_number=card_number).first()
+    return ApiProblem("member_not_found", 404, "No member has this card number.")
+
+
+def _members():
+    """Members as the till reads them: with their login and their running paid membership."""
+    return memberships.with_membership(Member.objects.select_related("user"))
+
+
+def member_by_card(card_number: str) -> Member:
+    member = None
+    if card_number_is_valid(card_number):
+        member = _members().filter(card_number=card_number).first()
     if member is None:
-        raise ApiProblem("member_not_found", 404, "No member has this card number.")
+        raise _no_member(card_number)
     return member
+
+
+def member_lock_by_card(card_number: str) -> tuple[Member, ledger.MemberAccounts]:
+    """The member and their locked accounts, in one query for a valid card."""
+    if not card_number_is_valid(card_number):
+        raise _no_member(card_number)
+    try:
+        return ledger.member_lock_by_card(card_number)
+    except ledger_errors.UnknownMember:
+        raise _no_member(card_number) from None
 
 
 SUMMARY_EXAMPLE = OpenApiExample(
@@ -104,7 +204,26 @@ SUMMARY_EXAMPLE = OpenApiExample(
         "points_balance": 1200,
         "points_pending": 150,
         "points_value": {"amount": "12.00", "currency": "EUR"},
-        "tier": None,
+        "tier": {"code": "vib", "name": "VIB"},
+        "tier_progress": {
+            "basis": "spend",
+            "unit": "EUR",
+            "window_months": 12,
+            "qualification": "412.00",
+            "earn_multiplier": "1.25",
+            "guaranteed_until": "2027-11-24T12:00:00+00:00",
+            "next_tier": {"code": "rouge", "name": "Rouge"},
+            "needed": "588.00",
+            "needed_by": "2027-10-02T15:30:00+00:00",
+            "at_risk": False,
+            "keep_needed": None,
+            "keep_by": None,
+            "text": "Spend 588.00 EUR more by 2 October 2027 to reach Rouge.",
+        },
+        "membership": {
+            "plan": {"code": "plus", "name": "Plus"},
+            "ends_at": "2027-03-14T10:15:00+00:00",
+        },
         "expiring": [{"points": 300, "expires_at": "2027-01-31T23:59:59+00:00"}],
     },
     response_only=True,
@@ -151,7 +270,7 @@ class MemberLookupApi(ApiView):
                 errors={"phone": ["Use the E.164 form, e.g. +905551234567."]},
             )
         query = Q(phone=value) if field == "phone" else Q(user__email__iexact=value)
-        member = Member.objects.select_related("user").filter(query).first()
+        member = _members().filter(query).first()
         if member is None:
             raise ApiProblem("member_not_found", 404, f"No member has this {field}.")
         return Response(member_summary(member))
@@ -223,7 +342,7 @@ class MemberEnrolApi(ApiView):
             )
         except MemberExists as exc:
             _member_exists(exc)
-        return 201, member_summary(member)
+        return 201, member_summary(member, new=True)
 
 
 # Purchases, returns, redemptions, events, batches ------------------------------------
@@ -396,20 +515,19 @@ def _lines(data) -> list[purchases.LineIn]:
 
 def purchase_handler(store, cause: Cause, payload) -> tuple[int, dict]:
     values = validated(PurchaseInSerializer, payload)
-    member = member_by_card(values["card_number"])
-    lines = _lines(values)
+    member, accounts = member_lock_by_card(values["card_number"])
     purchase = purchases.purchase_record(
         store=store,
         member=member,
+        accounts=accounts,
         receipt_id=values["receipt_id"],
         occurred_at=values["occurred_at"],
         currency=values["currency"],
         total=values["total"],
-        lines=lines,
+        lines=_lines(values),
         redeem_points=values["redeem_points"],
         cause=cause,
     )
-    points, pending = _balance_after(member)
     body = {
         "id": purchase.public_id,
         "receipt_id": purchase.receipt_id,
@@ -417,8 +535,8 @@ def purchase_handler(store, cause: Cause, payload) -> tuple[int, dict]:
         "points_redeemed": purchase.points_redeemed,
         "breakdown": purchase.breakdown,
         "lines": [{"sku": line.sku, "points": line.points} for line in purchase.recorded_lines],
-        "points_balance": points,
-        "points_pending": pending,
+        "points_balance": purchase.points_balance,
+        "points_pending": purchase.points_pending,
     }
     return 201, PurchaseOutSerializer(body).data
 
@@ -475,15 +593,24 @@ _BASKET = {
         {"sku": "PERFUME-50", "category": "fragrance", "quantity": "1", "unit_price": "25.00"},
     ],
 }
-_BREAKDOWN = [{"rule": "base", "description": "1 point(s) per EUR paid", "points": 47}]
+# A VIB member during a "2× on fragrance" campaign, paying 200 points (2.00 EUR) of it.
+_BREAKDOWN = [
+    {"rule": "base", "rule_id": None, "version": None, "kind": "base", "rate": "1",
+     "currency": "EUR", "points": 47, "description": "1 point(s) per EUR paid"},
+    {"rule": "tier", "rule_id": 2, "version": None, "kind": "tier", "name": "VIB",
+     "multiplier": "1.25", "points": 11, "description": "VIB tier: 1.25× points"},
+    {"rule": "fragrance-weekend", "rule_id": 3, "version": 2, "kind": "multiplier",
+     "name": "Fragrance weekend", "multiplier": "2", "points": 23,
+     "description": "2× on Fragrance weekend"},
+]  # fmt: skip
 QUOTE_EXAMPLES = [
     OpenApiExample("Basket", request_only=True, value=_BASKET | {"redeem_points": 200}),
     OpenApiExample(
         "Quote",
         response_only=True,
         value={
-            "points": 47,
-            "lines": [{"sku": "SHAMPOO-250", "points": 23}, {"sku": "PERFUME-50", "points": 24}],
+            "points": 81,
+            "lines": [{"sku": "SHAMPOO-250", "points": 28}, {"sku": "PERFUME-50", "points": 53}],
             "max_redeemable_points": 1200,
             "breakdown": _BREAKDOWN,
         },
@@ -507,11 +634,11 @@ PURCHASE_EXAMPLES = [
         value={
             "id": "4f1c2b8e-2a51-4f0e-9d8c-1f2a3b4c5d6e",
             "receipt_id": "R-1001",
-            "points_earned": 47,
+            "points_earned": 81,
             "points_redeemed": 200,
             "breakdown": _BREAKDOWN,
-            "lines": [{"sku": "SHAMPOO-250", "points": 23}, {"sku": "PERFUME-50", "points": 24}],
-            "points_balance": 1047,
+            "lines": [{"sku": "SHAMPOO-250", "points": 28}, {"sku": "PERFUME-50", "points": 53}],
+            "points_balance": 1081,
             "points_pending": 0,
         },
     ),
@@ -529,9 +656,9 @@ RETURN_EXAMPLES = [
         status_codes=["201"],
         value={
             "id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
-            "points_reversed": 11,
+            "points_reversed": 14,
             "points_restored": 49,
-            "points_balance": 1085,
+            "points_balance": 1116,
         },
     ),
 ]
@@ -576,10 +703,10 @@ EVENT_EXAMPLES = [
         },
     ),
     OpenApiExample(
-        "Stored",
+        "Stored and credited",
         response_only=True,
         status_codes=["201"],
-        value={"id": "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a", "points_earned": 0},
+        value={"id": "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a", "points_earned": 50},
     ),
 ]
 BATCH_EXAMPLES = [
@@ -609,7 +736,11 @@ class PurchaseQuoteApi(ApiView):
         responses={200: QuoteOutSerializer},
         examples=QUOTE_EXAMPLES,
         description="Same body as `POST purchases` without `receipt_id`; no Idempotency-Key needed. "
-        "The points equal what the purchase then credits. Errors: `validation_error` 400, "
+        "The points equal what the purchase then credits: the same earning rules and campaigns "
+        "(those in force at `occurred_at`, default now, in this till's store), the member's tier "
+        "and limits. `breakdown` lists each rule with `rule` (code), `rule_id`, `version`, "
+        "`description` (a sentence to read out) and `points`; the lines add up to `points`. "
+        "Errors: `validation_error` 400, "
         "`member_not_found` 404, `currency_mismatch` 422.",
     )
     def post(self, request):
@@ -618,7 +749,8 @@ class PurchaseQuoteApi(ApiView):
         lines = _lines(values)
         quote = purchases.purchase_quote(
             member=member, currency=values["currency"], total=values["total"], lines=lines,
-            redeem_points=values["redeem_points"],
+            redeem_points=values["redeem_points"], store=request.user.store,
+            occurred_at=values.get("occurred_at"),
         )  # fmt: skip
         body = {
             "points": quote.points,
@@ -642,6 +774,14 @@ class PurchaseApi(ApiView):
         responses={201: PurchaseOutSerializer},
         examples=PURCHASE_EXAMPLES,
         description="Needs an `Idempotency-Key`. A `receipt_id` is credited once per store, ever. "
+        "Points come from the earning rules in force at `occurred_at` (see `purchases/quote`); "
+        "the purchase keeps its `breakdown` and each line's points as earned, whatever later "
+        "happens to the rules, and a return takes back each line's points in proportion. "
+        "A line with a paid membership plan's SKU (e.g. Plus) starts the member's membership, "
+        "or extends it from its current end, by one term per unit (whole quantities only); "
+        "that line earns the plan's bonus points, not purchase points, and the plan's benefits "
+        "apply from the member's next purchase. Returning the line shortens the membership in "
+        "proportion (all of it: cancelled). "
         "Errors: `validation_error`/`malformed_json`/`idempotency_key_required` 400, "
         "`member_not_found` 404, `duplicate_receipt` (with the existing `id`), `insufficient_points`, "
         "`idempotency_key_in_use` 409, `currency_mismatch`, `idempotency_key_reused` 422.",
@@ -772,7 +912,7 @@ class EventApi(ApiView):
         request=EventInSerializer,
         responses={201: EventOutSerializer},
         examples=EVENT_EXAMPLES,
-        description="Stored now; points for events come with earning rules. Errors: `validation_error` 400, `member_not_found` 404.",
+        description="Stores the activity and credits the points its activity rules give (set up in the back office), within each rule's per-member limits and cool-down; `points_earned` is 0 when no rule applies or a limit was reached. Types match whatever case or `-`/`_` the app sends. Errors: `validation_error` 400, `member_not_found` 404.",
     )
     @idempotent
     def post(self, request):
@@ -783,6 +923,7 @@ class EventApi(ApiView):
             type=values["type"],
             occurred_at=values["occurred_at"],
             properties=values["properties"],
+            cause=_cause(request),
         )
         return 201, EventOutSerializer(
             {"id": event.public_id, "points_earned": event.points_earned}
@@ -818,7 +959,7 @@ class BatchApi(ApiView):
         request=BatchInSerializer,
         responses={200: BatchOutSerializer},
         examples=BATCH_EXAMPLES,
-        description="Up to 500 items, applied in order, each in its own transaction and idempotent "
+        description="Up to 500 items, applied in order, each on its own (one item's error undoes only that item) and idempotent "
         "on its own `idempotency_key` (the same key as a single request would use: an item already "
         "sent alone is replayed). A `return` item's payload carries `purchase_id`. One bad item "
         "does not stop the others: each result has the status and body its single request would "
@@ -827,7 +968,10 @@ class BatchApi(ApiView):
     def post(self, request):
         items = validated(BatchInSerializer, request.data)["items"]
         store, cause = request.user.store, _cause(request)
-        results = [self._item(store, cause, item) for item in items]
+        # One commit for the whole batch (each item in a savepoint of its own): a commit
+        # waits for the disk, and 500 of them were most of a batch's time.
+        with transaction.atomic(durable=True):
+            results = [self._item(store, cause, item) for item in items]
         return Response({"results": results})
 
     def _item(self, store, cause, item) -> dict:
@@ -847,6 +991,7 @@ class BatchApi(ApiView):
                 key=key,
                 fingerprint=fingerprint("POST", path, payload),
                 handler=handler,
+                durable=False,
             )
             status, body = outcome.status, outcome.body
         except Exception as exc:  # one bad item must not sink the batch

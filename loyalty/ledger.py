@@ -9,12 +9,14 @@ Invariants (tested by tests/loyalty/test_ledger_properties.py):
 - debits take from the lots that expire first and never take a balance below zero.
 """
 
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 
 from dateutil.relativedelta import relativedelta
-from django.db import connection
-from django.db.models import F, Q, Sum
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import Case, F, Q, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -40,6 +42,9 @@ from loyalty.models import (
 )
 from members.models import Member
 
+# A save clears the cache at once; the timeout only bounds a rare race (a request that
+# read the old row commits just after the save's commit and caches it again).
+SETTINGS_CACHE_SECONDS = 60
 SYSTEM_ACCOUNT_NAMES = {
     AccountKind.ISSUANCE: "Program issuance",
     AccountKind.REDEMPTION: "Redemptions",
@@ -81,16 +86,53 @@ def _check_points(points) -> int:
     return points
 
 
+# Program rows the till's hot path reads on every purchase are kept between requests,
+# but only once committed: inside a transaction that may still roll back, the row read
+# could be one this very transaction created or changed.
+_system_accounts: dict[str, Account] = {}
+
+
 def system_account(kind: str) -> Account:
-    account, _ = Account.objects.get_or_create(
-        code=kind, defaults={"kind": kind, "name": SYSTEM_ACCOUNT_NAMES.get(kind, kind)}
-    )
+    """A program account (issuance, redemption...), created on first use. They never
+    change or go away, so each process keeps them."""
+    account = _system_accounts.get(kind)
+    if account is None:
+        account, _ = Account.objects.get_or_create(
+            code=kind, defaults={"kind": kind, "name": SYSTEM_ACCOUNT_NAMES.get(kind, kind)}
+        )
+        transaction.on_commit(lambda: _system_accounts.setdefault(kind, account))
     return account
 
 
+def _settings_cache_key() -> str:
+    # The field list is part of the key: a deploy that adds a field never reads an old copy.
+    fields = ",".join(f.attname for f in ProgramSettings._meta.concrete_fields)
+    return f"loyalty:program-settings:{zlib.crc32(fields.encode())}"
+
+
 def program_settings() -> ProgramSettings:
-    settings, _ = ProgramSettings.objects.get_or_create(pk=1)
+    """The program's settings, read through the cache (shared by every process when
+    REDIS_URL is set). Saving them clears it (`program_settings_forget`)."""
+    key = _settings_cache_key()
+    settings = cache.get(key)
+    if settings is None:
+        settings, _ = ProgramSettings.objects.get_or_create(pk=1)
+        transaction.on_commit(lambda: cache.set(key, settings, timeout=SETTINGS_CACHE_SECONDS))
     return settings
+
+
+def program_settings_forget() -> None:
+    """Drop the cached settings now and again at commit, so no process keeps reading the
+    old values, nor caches the new ones before they are committed."""
+    key = _settings_cache_key()
+    cache.delete(key)
+    transaction.on_commit(lambda: cache.delete(key))
+
+
+def caches_clear() -> None:
+    """For tests, which empty the database under the caches."""
+    _system_accounts.clear()
+    cache.delete(_settings_cache_key())
 
 
 def member_accounts_lock(member: Member) -> MemberAccounts:
@@ -104,7 +146,7 @@ def member_accounts_lock(member: Member) -> MemberAccounts:
     }
     if len(accounts) < len(MEMBER_KINDS):
         # First use: the member row must exist, and stay until we commit.
-        if not Member.objects.select_for_update().filter(pk=member.pk).exists():
+        if not Member.objects.select_for_update(no_key=True).filter(pk=member.pk).exists():
             raise UnknownMember()
         for kind in MEMBER_KINDS:
             Account.objects.get_or_create(member=member, kind=kind)
@@ -117,17 +159,48 @@ def member_accounts_lock(member: Member) -> MemberAccounts:
     )
 
 
+def member_lock_by_card(card_number: str) -> tuple[Member, MemberAccounts]:
+    """Find a member by card and lock their accounts in one query (the till's hot path).
+    Raises UnknownMember."""
+    _require_atomic()
+    accounts = list(
+        Account.objects.select_for_update(of=("self",))
+        # The member's tier rides along: the earning rules read it (loyalty.rules.loader).
+        .select_related("member__tier_state__tier")
+        .filter(member__card_number=card_number)
+        .order_by("pk")
+    )
+    if len(accounts) == len(MEMBER_KINDS):
+        by_kind = {a.kind: a for a in accounts}
+        member = accounts[0].member
+        for account in accounts:
+            account.member = member
+        return member, MemberAccounts(
+            available=by_kind[AccountKind.MEMBER], pending=by_kind[AccountKind.MEMBER_PENDING]
+        )
+    member = Member.objects.filter(card_number=card_number).first()  # accounts not made yet
+    if member is None:
+        raise UnknownMember()
+    return member, member_accounts_lock(member)
+
+
 def lot_expiry_for(earned_at: datetime, settings: ProgramSettings) -> datetime | None:
     if settings.points_lifetime_months is None:
         return None
     return earned_at + relativedelta(months=settings.points_lifetime_months)
 
 
-def _entry_create(
+def _entry_create(**fields) -> JournalEntry:
+    entry = _entry_new(**fields)
+    entry.save(force_insert=True)
+    return entry
+
+
+def _entry_new(
     *, member, kind, description, cause: Cause, effective_at=None, reversal_of=None, details=None
-):
+) -> JournalEntry:
     now = timezone.now()
-    return JournalEntry.objects.create(
+    return JournalEntry(
         member=member,
         kind=kind,
         description=description[:255],
@@ -188,6 +261,20 @@ def _debt(accounts: MemberAccounts) -> int:
     return max(0, -accounts.available.balance)
 
 
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """One credit for `credits_post`: what `credit` takes, for a member already locked."""
+
+    member: Member
+    accounts: MemberAccounts
+    points: int
+    description: str
+    effective_at: datetime | None = None
+    expires_at: datetime | None = None
+    pending_until: datetime | None = None
+    details: dict | None = None
+
+
 def credit(
     *,
     member: Member,
@@ -201,44 +288,89 @@ def credit(
     pending_until: datetime | None = None,
     details: dict | None = None,
     settings: ProgramSettings | None = None,
+    accounts: MemberAccounts | None = None,
 ) -> JournalEntry:
     """Give points to a member as a new lot. With `pending_until` in the future the points
     wait in the pending account until the maturation job releases them.
-    A debt left by an earlier clawback is paid off first."""
+    A debt left by an earlier clawback is paid off first. Pass `accounts` when the caller
+    already holds the member's lock."""
     _check_points(points)
-    accounts = member_accounts_lock(member)
+    accounts = accounts or member_accounts_lock(member)
+    one = Credit(
+        member=member, accounts=accounts, points=points, description=description,
+        effective_at=effective_at, expires_at=expires_at, pending_until=pending_until,
+        details=details,
+    )  # fmt: skip
+    return credits_post([one], cause=cause, kind=kind, counter=counter, settings=settings)[0]
+
+
+def credits_post(
+    credits: list[Credit],
+    *,
+    cause: Cause,
+    kind: str = EntryKind.EARN,
+    counter: Account | None = None,
+    settings: ProgramSettings | None = None,
+) -> list[JournalEntry]:
+    """`credit` for many members at once, in order (a batch of purchases): one entry and
+    one lot each, in four queries however many. The members' accounts must be locked."""
+    _require_atomic()
+    for one in credits:
+        _check_points(one.points)
     counter = counter or system_account(AccountKind.ISSUANCE)
     if counter.kind in MEMBER_KINDS:
         raise InvalidAccount("Points cannot come from a member account.")
-    entry = _entry_create(
-        member=member,
-        kind=kind,
-        description=description,
-        cause=cause,
-        effective_at=effective_at,
-        details=details,
+    entries = JournalEntry.objects.bulk_create(
+        [
+            _entry_new(
+                member=one.member,
+                kind=kind,
+                description=one.description,
+                cause=cause,
+                effective_at=one.effective_at,
+                details=one.details,
+            )
+            for one in credits
+        ]
     )
-    earned_at = entry.effective_at
-    if expires_at is None:
-        expires_at = lot_expiry_for(earned_at, settings or program_settings())
-    pending = pending_until is not None and pending_until > entry.created_at
-    if pending:
-        remaining = points
-        _post(entry, [(counter, -points), (accounts.pending, points)])
-    else:
-        remaining = max(0, points - _debt(accounts))
-        _post(entry, [(counter, -points), (accounts.available, points)])
-    Lot.objects.create(
-        account=accounts.available,
-        entry=entry,
-        points=points,
-        remaining=remaining,
-        earned_at=earned_at,
-        expires_at=expires_at,
-        pending=pending,
-        matures_at=pending_until if pending else None,
+    postings, lots, moved = [], [], {}
+    for one, entry in zip(credits, entries, strict=True):
+        expires_at = one.expires_at
+        if expires_at is None:
+            settings = settings or program_settings()
+            expires_at = lot_expiry_for(entry.effective_at, settings)
+        pending = one.pending_until is not None and one.pending_until > entry.created_at
+        to = one.accounts.pending if pending else one.accounts.available
+        remaining = one.points if pending else max(0, one.points - _debt(one.accounts))
+        to.balance += one.points
+        moved[to.pk] = moved.get(to.pk, 0) + one.points
+        postings += [
+            Posting(entry=entry, account=counter, amount=-one.points),
+            Posting(entry=entry, account=to, amount=one.points, balance_after=to.balance),
+        ]
+        lot = Lot(
+            account=one.accounts.available, entry=entry, points=one.points,
+            remaining=remaining, earned_at=entry.effective_at, expires_at=expires_at,
+            pending=pending, matures_at=one.pending_until if pending else None,
+        )  # fmt: skip
+        lots.append(lot)
+    Posting.objects.bulk_create(postings)
+    Lot.objects.bulk_create(lots)
+    _balances_move(moved)
+    return entries
+
+
+def _balances_move(moved: dict[int, int]) -> None:
+    """Add to the stored balances of member accounts in one UPDATE (relative, as the
+    database has the last word on a locked row's value)."""
+    if len(moved) == 1:
+        [(pk, amount)] = moved.items()
+        Account.objects.filter(pk=pk).update(balance=F("balance") + amount)
+        return
+    Account.objects.filter(pk__in=moved).update(
+        balance=F("balance")
+        + Case(*(When(pk=pk, then=Value(amount)) for pk, amount in moved.items()))
     )
-    return entry
 
 
 def debit(
@@ -250,11 +382,12 @@ def debit(
     kind: str = EntryKind.REDEEM,
     counter: Account | None = None,
     details: dict | None = None,
+    accounts: MemberAccounts | None = None,
 ) -> JournalEntry:
     """Take points from a member's spendable balance, earliest-expiring lots first.
     Raises InsufficientPoints rather than take the balance below zero."""
     _check_points(points)
-    accounts = member_accounts_lock(member)
+    accounts = accounts or member_accounts_lock(member)
     if accounts.available.balance < points:
         raise InsufficientPoints(balance=accounts.available.balance, asked=points)
     counter = counter or system_account(AccountKind.REDEMPTION)
@@ -447,7 +580,9 @@ def _merge(moves: list[tuple[Account, int]]) -> list[tuple[Account, int]]:
 
 
 def expire_member_lots(*, member: Member, now: datetime) -> JournalEntry | None:
-    """Move the remainder of the member's lots that are due to the expiry account."""
+    """Move the remainder of the member's lots that are due to the expiry account.
+    For one member; the periodic job runs loyalty.ledger_bulk.expire_due, which writes
+    exactly this for a batch of members (tests/loyalty/test_jobs_ledger.py)."""
     accounts = member_accounts_lock(member)
     lots = list(
         Lot.objects.filter(
@@ -484,7 +619,8 @@ def expire_member_lots(*, member: Member, now: datetime) -> JournalEntry | None:
 
 
 def mature_member_lots(*, member: Member, now: datetime) -> JournalEntry | None:
-    """Release the member's pending lots whose return window has closed."""
+    """Release the member's pending lots whose return window has closed. For one member;
+    the periodic job runs loyalty.ledger_bulk.mature_due, its set-based twin."""
     accounts = member_accounts_lock(member)
     lots = list(
         Lot.objects.filter(account=accounts.available, pending=True, matures_at__lte=now).order_by(

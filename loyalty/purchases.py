@@ -4,16 +4,16 @@ These run inside the caller's transaction (the API's idempotency wrapper opens t
 durable transaction, so the idempotency record commits with the points or not at all).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from loyalty import ledger, selectors
-from loyalty.earning import points_for_amount
+from loyalty import ledger, memberships, selectors, tiers
 from loyalty.ledger import Cause
 from loyalty.models import (
     ActivityEvent,
@@ -24,6 +24,7 @@ from loyalty.models import (
     PurchaseReturnLine,
     Redemption,
 )
+from loyalty.rules import services as rules_services
 from members.models import Member
 
 
@@ -41,6 +42,23 @@ class DuplicateReceipt(PurchaseError):
     code = "duplicate_receipt"
 
 
+class ReceiptTaken(DuplicateReceipt):
+    """The receipt's unique constraint fired: another request recorded it meanwhile. The
+    existing purchase's id is read when the error is reported, which is after the
+    savepoint that saw the failed insert has rolled back."""
+
+    def __init__(self, *, store, receipt_id: str):
+        Exception.__init__(self, receipt_id)
+        self.message = _("Receipt %(r)s was already recorded.") % {"r": receipt_id}
+        self.store, self.receipt_id = store, receipt_id
+
+    @property
+    def problem_extra(self) -> dict:
+        found = Purchase.objects.filter(store=self.store, receipt_id=self.receipt_id)
+        public_id = found.values_list("public_id", flat=True).first()
+        return {"id": str(public_id)} if public_id else {}
+
+
 class ReturnExceedsPurchase(PurchaseError):
     code = "return_exceeds_purchase"
 
@@ -50,6 +68,12 @@ class CurrencyMismatch(PurchaseError):
 
 
 class RedeemExceedsTotal(PurchaseError):
+    code = "validation_error"
+
+
+class PlanQuantityInvalid(PurchaseError):
+    """A membership plan's line with a quantity that is not a whole number of terms."""
+
     code = "validation_error"
 
 
@@ -72,19 +96,7 @@ class Quote:
     max_redeemable_points: int | None
     breakdown: list[dict]
     redeem_value: Decimal
-
-
-def _allocate(points: int, weights: list[Decimal]) -> list[int]:
-    """Split `points` over lines in proportion to `weights`, exactly (largest remainder)."""
-    total = sum(weights)
-    if points == 0 or total <= 0:
-        return [0] * len(weights)
-    raw = [points * w / total for w in weights]
-    shares = [int(r.to_integral_value(rounding=ROUND_FLOOR)) for r in raw]
-    by_remainder = sorted(range(len(raw)), key=lambda i: (raw[i] - shares[i], -i), reverse=True)
-    for i in by_remainder[: points - sum(shares)]:
-        shares[i] += 1
-    return shares
+    awards: list = field(default_factory=list)  # what capped rules gave (rules.engine.Award)
 
 
 def _currency_check(currency: str, settings: ProgramSettings) -> None:
@@ -104,31 +116,36 @@ def purchase_quote(
     redeem_points: int = 0,
     settings: ProgramSettings | None = None,
     with_max_redeemable: bool = True,
+    store=None,
+    occurred_at: datetime | None = None,
+    catalog: memberships.PlanCatalog | None = None,
 ) -> Quote:
-    """What a purchase would earn, without writing anything. `purchase_record` uses the
-    same calculation, so the quote always equals the credit. Raises CurrencyMismatch."""
+    """What a purchase would earn under the earning rules in force at `occurred_at`
+    (default now) in `store`, without writing anything. `purchase_record` uses the same
+    calculation, so the quote always equals the credit. Raises CurrencyMismatch,
+    PlanQuantityInvalid (a membership plan's line for a part of a term)."""
     settings = settings or ledger.program_settings()
     _currency_check(currency, settings)
+    catalog = catalog if catalog is not None else memberships.plan_catalog()
+    memberships.plan_lines_check(lines, catalog)
     redeem_value = redeem_points * settings.point_value
     paid = max(Decimal(0), total - redeem_value)
-    points = points_for_amount(paid, settings=settings)
+    earning = rules_services.purchase_earning(
+        member=member, store=store, at=occurred_at or timezone.now(), lines=lines, paid=paid,
+        settings=settings, catalog=catalog,
+    )  # fmt: skip
     max_redeemable = None
     if with_max_redeemable:
         balance = selectors.member_points(member=member)[0]
         by_total = int((total / settings.point_value).to_integral_value(rounding=ROUND_FLOOR))
         max_redeemable = max(0, min(balance, by_total))
-    breakdown = [{
-        "rule": "base",
-        "description": _("%(rate)s point(s) per %(currency)s paid") % {
-            "rate": settings.earn_rate.normalize(), "currency": settings.currency},
-        "points": points,
-    }]  # fmt: skip
     return Quote(
-        points=points,
-        line_points=_allocate(points, [line.amount for line in lines]),
+        points=earning.points,
+        line_points=earning.line_points,
         max_redeemable_points=max_redeemable,
-        breakdown=breakdown,
+        breakdown=earning.breakdown,
         redeem_value=redeem_value,
+        awards=earning.awards,
     )
 
 
@@ -143,15 +160,22 @@ def purchase_record(
     lines: list[LineIn],
     redeem_points: int = 0,
     cause: Cause,
+    accounts: ledger.MemberAccounts | None = None,
 ) -> Purchase:
     """Credit a purchase's points (pending for the return window if the program says so),
-    optionally paying part of it with points. Raises DuplicateReceipt, CurrencyMismatch,
-    InsufficientPoints, RedeemExceedsTotal."""
+    optionally paying part of it with points. A line with a membership plan's SKU starts
+    or extends the member's membership (loyalty/memberships.py), in this transaction. The
+    result carries the member's balances after it (`points_balance`, `points_pending`) and
+    the memberships it bought (`memberships_bought`). Raises DuplicateReceipt, CurrencyMismatch,
+    InsufficientPoints, RedeemExceedsTotal, PlanQuantityInvalid."""
     settings = ledger.program_settings()
-    # A duplicate receipt is caught by the unique constraint below, which undoes the points.
+    # Locked before the rules read the member's use of capped rules, so caps hold.
+    accounts = accounts or ledger.member_accounts_lock(member)
+    catalog = memberships.plan_catalog()
     quote = purchase_quote(
         member=member, currency=currency, total=total, lines=lines, redeem_points=redeem_points,
-        settings=settings, with_max_redeemable=False,
+        settings=settings, with_max_redeemable=False, store=store, occurred_at=occurred_at,
+        catalog=catalog,
     )  # fmt: skip
     if redeem_points and quote.redeem_value > total:
         raise RedeemExceedsTotal(_("Points worth more than the total cannot be redeemed on it."))
@@ -159,8 +183,9 @@ def purchase_record(
     redeem_entry = earn_entry = None
     if redeem_points:
         redeem_entry = ledger.debit(
-            member=member, points=redeem_points, description=label, cause=cause
-        )
+            member=member, points=redeem_points, description=label, cause=cause,
+            accounts=accounts,
+        )  # fmt: skip
     if quote.points:
         pending_until = None
         if settings.pending_days:
@@ -168,23 +193,19 @@ def purchase_record(
         earn_entry = ledger.credit(
             member=member, points=quote.points, description=label, cause=cause,
             effective_at=occurred_at, pending_until=pending_until,
-            details={"breakdown": quote.breakdown},
-            settings=settings,
+            details={"breakdown": quote.breakdown}, settings=settings, accounts=accounts,
         )  # fmt: skip
     try:
-        with transaction.atomic():
-            purchase = Purchase.objects.create(
-                store=store, member=member, receipt_id=receipt_id, occurred_at=occurred_at,
-                currency=currency, total=total, points_earned=quote.points,
-                points_redeemed=redeem_points, breakdown=quote.breakdown,
-                earn_entry=earn_entry, redeem_entry=redeem_entry,
-            )  # fmt: skip
+        # No savepoint of its own: the receipt is unique per store, and when another
+        # request committed it meanwhile, the caller's savepoint undoes these points.
+        purchase = Purchase.objects.create(
+            store=store, member=member, receipt_id=receipt_id, occurred_at=occurred_at,
+            currency=currency, total=total, points_earned=quote.points,
+            points_redeemed=redeem_points, breakdown=quote.breakdown,
+            earn_entry=earn_entry, redeem_entry=redeem_entry,
+        )  # fmt: skip
     except IntegrityError:
-        # The same receipt committed under another key meanwhile.
-        existing = Purchase.objects.get(store=store, receipt_id=receipt_id)
-        raise DuplicateReceipt(
-            _("Receipt %(r)s was already recorded.") % {"r": receipt_id}, id=str(existing.public_id)
-        ) from None
+        raise ReceiptTaken(store=store, receipt_id=receipt_id) from None
     purchase.recorded_lines = PurchaseLine.objects.bulk_create(
         PurchaseLine(
             purchase=purchase,
@@ -197,6 +218,17 @@ def purchase_record(
         )
         for i, (line, points) in enumerate(zip(lines, quote.line_points, strict=True))
     )
+    rules_services.awards_record(
+        member=member, awards=quote.awards, at=occurred_at, entry=earn_entry, purchase=purchase
+    )
+    # No query unless a line has a plan's SKU (the plans' SKUs are cached).
+    purchase.memberships_bought = memberships.memberships_from_purchase(
+        purchase=purchase, lines=purchase.recorded_lines, catalog=catalog
+    )
+    # Reaching a tier takes effect with this purchase (1 query, 2 when the member moves up).
+    purchase.tier_change = tiers.tier_upgrade_check(member=member, settings=settings)
+    purchase.points_balance = accounts.available.balance
+    purchase.points_pending = accounts.pending.balance
     return purchase
 
 
@@ -216,7 +248,9 @@ def purchase_return(
 ) -> PurchaseReturn:
     """Return goods: reverse the points they earned and give back the points that paid for
     them, both in proportion. Cumulative rounding makes a purchase returned in parts give
-    back exactly what one full return would. Raises DuplicateReceipt, ReturnExceedsPurchase."""
+    back exactly what one full return would. A return lowers the member's tier qualification
+    but never moves them down at once: only the review does (loyalty/tiers.py). Raises
+    DuplicateReceipt, ReturnExceedsPurchase."""
     existing = (
         PurchaseReturn.objects.filter(store=store, return_id=return_id).only("public_id").first()
     )
@@ -263,6 +297,11 @@ def purchase_return(
     PurchaseReturnLine.objects.bulk_create(
         PurchaseReturnLine(purchase_return=purchase_return, line=line, quantity=qty)
         for line, qty in wanted
+    )
+    # Returning a membership plan's line shortens (or cancels) the term it bought; no query
+    # unless a returned line has a plan's SKU.
+    purchase_return.memberships_changed = memberships.memberships_on_return(
+        purchase_return=purchase_return, wanted=wanted, returned_before=returned_before
     )
     return purchase_return
 
@@ -324,9 +363,25 @@ def redemption_void(*, redemption: Redemption, cause: Cause) -> Redemption:
 
 
 def event_record(
-    *, store, member: Member, type: str, occurred_at: datetime, properties: dict
+    *,
+    store,
+    member: Member,
+    type: str,
+    occurred_at: datetime,
+    properties: dict,
+    cause: Cause | None = None,
 ) -> ActivityEvent:
-    """Keep an activity; earning rules for events arrive with the rules issue (0 points now)."""
-    return ActivityEvent.objects.create(
-        store=store, member=member, type=type, occurred_at=occurred_at, properties=properties
+    """Keep an activity and credit what its activity rules give, within each rule's caps
+    and cool-down (loyalty/rules/services.py). Runs inside the caller's transaction."""
+    cause = cause or Cause(source="api")
+    earning, entry = rules_services.activity_earn(
+        member=member, event_type=type, at=occurred_at, store=store, cause=cause
     )
+    event = ActivityEvent.objects.create(
+        store=store, member=member, type=type, occurred_at=occurred_at, properties=properties,
+        points_earned=earning.points,
+    )  # fmt: skip
+    rules_services.awards_record(
+        member=member, awards=earning.awards, at=occurred_at, entry=entry, event=event
+    )
+    return event

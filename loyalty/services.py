@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from loyalty import ledger
+from loyalty import ledger, ledger_bulk
 from loyalty.exceptions import AlreadyReversed, InvalidPoints, ReasonRequired
 from loyalty.ledger import Cause
-from loyalty.models import Account, AccountKind, EntryKind, JournalEntry, Lot
+from loyalty.models import Account, AccountKind, EntryKind, JournalEntry
 from members.models import Member, User
 
 
@@ -104,31 +104,24 @@ def points_adjust(*, member: Member, points: int, reason: str, staff: User) -> J
     )
 
 
-def _members_with(lots) -> list[int]:
-    return list(lots.order_by().values_list("account__member_id", flat=True).distinct())
+def lots_expire_due(
+    *, now: datetime | None = None, batch_size: int | None = None, progress=None
+) -> int:
+    """Expire every lot whose date has passed, in batches of members (one transaction
+    each, so a long run never holds many locks). Safe to run twice: a second run finds
+    nothing due. Returns the number of points expired."""
+    return ledger_bulk.in_batches(
+        ledger_bulk.expire_due, now=now or timezone.now(), batch_size=batch_size,
+        progress=progress,
+    ).points  # fmt: skip
 
 
-def lots_expire_due(*, now: datetime | None = None) -> int:
-    """Expire every lot whose date has passed, one member per transaction so a long run
-    never holds many locks. Safe to run twice: a second run finds nothing due.
-    Returns the number of points expired."""
-    now = now or timezone.now()
-    due = Lot.objects.filter(pending=False, remaining__gt=0, expires_at__lte=now)
-    expired = 0
-    for member in Member.objects.filter(pk__in=_members_with(due)).iterator():
-        with transaction.atomic(durable=True):
-            entry = ledger.expire_member_lots(member=member, now=now)
-        if entry is not None:
-            expired += -entry.postings.get(account__kind=AccountKind.MEMBER).amount
-    return expired
-
-
-def pending_mature_due(*, now: datetime | None = None) -> int:
-    """Release pending points whose return window has closed. Returns members released."""
-    now = now or timezone.now()
-    due = Lot.objects.filter(pending=True, matures_at__lte=now)
-    released = 0
-    for member in Member.objects.filter(pk__in=_members_with(due)).iterator():
-        with transaction.atomic(durable=True):
-            released += ledger.mature_member_lots(member=member, now=now) is not None
-    return released
+def pending_mature_due(
+    *, now: datetime | None = None, batch_size: int | None = None, progress=None
+) -> int:
+    """Release pending points whose return window has closed, in batches of members.
+    Returns how many members got points released."""
+    return ledger_bulk.in_batches(
+        ledger_bulk.mature_due, now=now or timezone.now(), batch_size=batch_size,
+        progress=progress,
+    ).members  # fmt: skip

@@ -1,9 +1,11 @@
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
 from django.db import models
-from django.db.models.functions import Lower
+from django.db.models.functions import ExtractDay, ExtractMonth, Lower
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+from members.validators import birth_date_validate, phone_validate
 
 
 class UserManager(BaseUserManager):
@@ -70,9 +72,21 @@ class Member(models.Model):
     card_number = models.CharField(_("card number"), max_length=13, unique=True, editable=False)
     first_name = models.CharField(_("first name"), max_length=150, blank=True)
     last_name = models.CharField(_("last name"), max_length=150, blank=True)
-    phone = models.CharField(_("phone (E.164)"), max_length=16, null=True, blank=True, unique=True)
+    phone = models.CharField(
+        _("phone (E.164)"), max_length=16, null=True, blank=True, unique=True,
+        validators=[phone_validate],
+    )  # fmt: skip
+    # Members set it once on their profile; later changes go through staff, so a birthday
+    # gift can't be had twice by editing it.
+    birth_date = models.DateField(
+        _("birth date"), null=True, blank=True, validators=[birth_date_validate]
+    )
     marketing_consent = models.BooleanField(_("marketing consent"), default=False)
     created_at = models.DateTimeField(_("joined"), default=timezone.now, editable=False)
+    # When the member first had a complete profile (the "profile completed" activity).
+    profile_completed_at = models.DateTimeField(
+        _("profile completed"), null=True, blank=True, editable=False
+    )
 
     class Meta:
         verbose_name = _("member")
@@ -82,6 +96,15 @@ class Member(models.Model):
                 condition=models.Q(card_number__regex=r"^[0-9]{13}$"), name="member_card_13_digits"
             ),
         ]
+        indexes = [
+            # The birthday job asks for today's birthdays: (month, day) of those who gave one.
+            models.Index(
+                ExtractMonth("birth_date"),
+                ExtractDay("birth_date"),
+                name="member_birthday",
+                condition=models.Q(birth_date__isnull=False),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.display_name} ({self.card_number})"
@@ -89,6 +112,11 @@ class Member(models.Model):
     @property
     def email(self) -> str:
         return self.user.email if self.user_id else ""
+
+    @property
+    def profile_complete(self) -> bool:
+        """Everything the profile page asks for is there (consent is a choice, not a gap)."""
+        return bool(self.first_name and self.last_name and self.phone and self.birth_date)
 
     @property
     def display_name(self) -> str:

@@ -5,4 +5,5 @@ from members import views
 app_name = "members"
 urlpatterns = [
     path("card/", views.card, name="card"),
+    path("profile/", views.profile, name="profile"),
 ]

@@ -1,11 +1,28 @@
 from collections.abc import Iterable
 from datetime import datetime
 
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
 from partners.keys import key_generate
 from partners.models import ApiKey, Scope, Terminal
+
+# Authentication reads keys through the cache (shared by every process when REDIS_URL is
+# set). Revoking or editing a key forgets it at once; a renamed store or till shows its
+# new name in audit lines within this many seconds.
+API_KEY_CACHE_SECONDS = 60
+
+
+def api_key_cache_key(prefix: str) -> str:
+    return f"partners:api-key:{prefix}"
+
+
+def api_key_forget(prefix: str) -> None:
+    """Drop the cached key now and again at commit (a request in between may re-cache
+    the row as it was before this transaction)."""
+    cache.delete(api_key_cache_key(prefix))
+    transaction.on_commit(lambda: cache.delete(api_key_cache_key(prefix)))
 
 
 class InvalidScopes(ValueError):
@@ -47,3 +64,4 @@ def api_key_create(
 
 def api_key_revoke(*, api_key: ApiKey) -> None:
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    api_key_forget(api_key.prefix)

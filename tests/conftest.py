@@ -3,7 +3,9 @@ import os
 import pytest
 from django.db import connection
 
+from loyalty import ledger
 from loyalty.ledger import Cause
+from loyalty.rules import loader as rules_loader
 
 # CI sets this so that a PostgreSQL or browser test that would skip fails instead:
 # a green run must mean those tests really ran.
@@ -14,6 +16,17 @@ def skip_or_fail(reason: str) -> None:
     if STRICT:
         pytest.fail(f"{reason} (TALLY_STRICT_SKIPS=1: this test must run here)", pytrace=False)
     pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    """Tests empty the database between them; per-process and cache-held copies of
+    program rows must not outlive it."""
+    ledger.caches_clear()
+    rules_loader.forget()
+    yield
+    ledger.caches_clear()
+    rules_loader.forget()
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "allauth",
     "allauth.account",
+    "django_celery_beat",
     # Ours, in dependency order: an app may import only those above it.
     "members",
     "partners",
@@ -85,9 +86,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="")
 if REDIS_URL:
-    CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
-    }
+    CACHES = {"default": {"BACKEND": "config.cache.ReusingRedisCache", "LOCATION": REDIS_URL}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -121,6 +120,8 @@ EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.
 EMAIL_URL = env("EMAIL_URL", default="")
 if EMAIL_URL:
     vars().update(env.email_url("EMAIL_URL"))
+# Where links in e-mails sent by background jobs point (no request to build them from).
+SITE_URL = env("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Tally <no-reply@tally.example>")
 
 LANGUAGE_CODE = "en"
@@ -179,14 +180,11 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BEAT_SCHEDULE = {
-    "mature-pending-points": {"task": "loyalty.tasks.mature_pending_points", "schedule": 3600},
-    "expire-due-lots": {"task": "loyalty.tasks.expire_due_lots", "schedule": 3600},
-    "purge-idempotency-records": {
-        "task": "partners.tasks.purge_idempotency_records",
-        "schedule": 6 * 3600,
-    },
-}
+# Periodic jobs (loyalty/jobs.py): beat reads its schedules from the database, where staff
+# edit them in the back office; `migrate` creates the missing default ones (loyalty.jobs).
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Members handled per transaction by the periodic jobs; each batch locks its accounts.
+JOBS_BATCH_SIZE = env.int("JOBS_BATCH_SIZE", default=5000)
 
 LOGGING = {
     "version": 1,

@@ -12,6 +12,17 @@ def entry_text(entry) -> str:
 
 
 @register.filter
+def entry_breakdown(entry) -> list[tuple[str, int]]:
+    """Which rules gave what in an earning entry: [("2× on Fragrance weekend", 120), …]."""
+    return explain.entry_breakdown(entry)
+
+
+@register.filter
+def entry_rules_summary(entry) -> str:
+    return explain.entry_rules_summary(entry)
+
+
+@register.filter
 def points(value) -> str:
     """1234 → "1,234" in the reader's locale."""
     return number_format(value or 0, decimal_pos=0, use_l10n=True, force_grouping=True)

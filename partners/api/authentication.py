@@ -1,11 +1,13 @@
 from datetime import timedelta
 
+from django.core.cache import cache
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from rest_framework import authentication, exceptions, permissions
 
 from partners.keys import key_matches, key_split
 from partners.models import ApiKey
+from partners.services import API_KEY_CACHE_SECONDS, api_key_cache_key
 
 # Recording every use would write on every request; once a minute is plenty to audit.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -38,9 +40,15 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if parts is None:
             raise exceptions.AuthenticationFailed(_("Malformed API key."))
         prefix, secret = parts
-        api_key = (
-            ApiKey.objects.select_related("terminal__store__partner").filter(prefix=prefix).first()
-        )
+        api_key = cache.get(api_key_cache_key(prefix))
+        if api_key is None:
+            api_key = (
+                ApiKey.objects.select_related("terminal__store__partner")
+                .filter(prefix=prefix)
+                .first()
+            )
+            if api_key is not None:
+                cache.set(api_key_cache_key(prefix), api_key, timeout=API_KEY_CACHE_SECONDS)
         if api_key is None or not key_matches(secret, api_key.hashed_secret):
             raise exceptions.AuthenticationFailed(_("Unknown API key."))
         now = timezone.now()
@@ -50,6 +58,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(_("This API key has expired."))
         if api_key.last_used_at is None or api_key.last_used_at < now - LAST_USED_RESOLUTION:
             ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+            api_key.last_used_at = now
+            cache.set(api_key_cache_key(prefix), api_key, timeout=API_KEY_CACHE_SECONDS)
         return ApiClient(api_key), api_key
 
     def authenticate_header(self, request):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from rest_framework.response import Response
@@ -60,43 +60,70 @@ def fingerprint(method: str, path: str, payload) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _lock(store_id: int, key: str) -> bool:
+def _lock_and_find(store_id: int, key: str) -> tuple[bool, tuple | None]:
+    """Take the key's advisory lock (false when another request holds it) and read the
+    response stored for the key, as (fingerprint, status, body), in one round trip.
+    If the holder commits just as this statement starts, the read can miss its record:
+    then storing ours violates the unique key, and `run_idempotent` starts over."""
     if connection.vendor != "postgresql":
-        return True
+        found = IdempotencyRecord.objects.filter(store_id=store_id, key=key)
+        return True, found.values_list("fingerprint", "status", "body").first()
     digest = hashlib.sha256(f"{store_id}:{key}".encode()).digest()
+    record = IdempotencyRecord._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_try_advisory_xact_lock(%s)", [int.from_bytes(digest[:8], "big", signed=True)]
+            "SELECT pg_try_advisory_xact_lock(%s), r.fingerprint, r.status, r.body "
+            f"FROM (SELECT 1) AS one LEFT JOIN {record} AS r ON r.store_id = %s AND r.key = %s",
+            [int.from_bytes(digest[:8], "big", signed=True), store_id, key],
         )
-        return cursor.fetchone()[0]
+        locked, *stored = cursor.fetchone()
+    return locked, (tuple(stored) if stored[0] is not None else None)
 
 
-def _run(
-    *, store: Store, key: str, fingerprint: str, handler: Callable[[], tuple[int, dict]]
-) -> Outcome:
-    """Inside the caller's transaction: replay, refuse, or run `handler` and store its answer."""
-    if not _lock(store.pk, key):
+class _Refused(Exception):
+    """A handler's business error, carried out of the transaction it aborted."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _answer(error: Exception) -> tuple[int, dict]:
+    found = problem_for(error)
+    if found is None or found[0] >= 500 or found[2]:
+        raise error  # a bug, or an answer that depends on the moment (throttling): don't store
+    return found[0], found[1]
+
+
+def _run(*, store: Store, key: str, fingerprint: str, handler, savepoint: bool) -> Outcome:
+    """Inside the caller's transaction: replay, refuse, or run `handler` and store its
+    answer. A business error is stored at once under `savepoint` (which undoes just the
+    handler's writes); otherwise it is raised as _Refused, to be stored after rollback."""
+    locked, stored = _lock_and_find(store.pk, key)
+    if not locked:
         raise ApiProblem(
             "idempotency_key_in_use",
             409,
             _("A request with this Idempotency-Key is still running; retry shortly."),
         )
-    record = IdempotencyRecord.objects.filter(store=store, key=key).first()
-    if record is not None:
-        if record.fingerprint != fingerprint:
+    if stored is not None:
+        if stored[0] != fingerprint:
             raise ApiProblem(
                 "idempotency_key_reused", 422,
                 _("This Idempotency-Key was used with another request; use a new key for it."),
             )  # fmt: skip
-        return Outcome(record.status, json.loads(record.body), replayed=True)
-    try:
-        with transaction.atomic():  # a savepoint: a business error undoes only the handler
+        return Outcome(stored[1], json.loads(stored[2]), replayed=True)
+    if savepoint:
+        try:
+            status, body = _in_savepoint(handler)
+        except Exception as exc:
+            status, body = _answer(exc)
+    else:
+        try:
             status, body = handler()
-    except Exception as exc:
-        found = problem_for(exc)
-        if found is None or found[0] >= 500 or found[2]:
-            raise  # a bug, or an answer that depends on the moment (throttling): don't store
-        status, body = found[0], found[1]
+        except Exception as exc:
+            # Judged after the rollback: describing it may need the database, which a
+            # failed statement has left unusable until then.
+            raise _Refused(exc) from exc
     IdempotencyRecord.objects.create(
         store=store, key=key, fingerprint=fingerprint, status=status,
         body=json.dumps(body, ensure_ascii=False, cls=DjangoJSONEncoder),
@@ -104,10 +131,42 @@ def _run(
     return Outcome(status, body)
 
 
-def run_idempotent(*, store: Store, key: str, fingerprint: str, handler) -> Outcome:
-    """One durable transaction around the idempotency record and the handler's writes."""
-    with transaction.atomic(durable=True):
-        return _run(store=store, key=key, fingerprint=fingerprint, handler=handler)
+def _in_savepoint(handler: Callable[[], tuple[int, dict]]) -> tuple[int, dict]:
+    """A unique constraint that fires means another request committed the same thing
+    meanwhile: run once more, and the handler now finds that row and answers so."""
+    try:
+        with transaction.atomic():
+            return handler()
+    except IntegrityError:
+        with transaction.atomic():
+            return handler()
+
+
+def run_idempotent(
+    *, store: Store, key: str, fingerprint: str, handler, durable: bool = True
+) -> Outcome:
+    """One durable transaction around the idempotency record and the handler's writes.
+    With `durable=False` (a batch), a savepoint of the caller's transaction instead.
+
+    The durable path spends no savepoint on the common case: a business error rolls the
+    whole transaction back and its answer is stored in a second one, and a unique
+    constraint firing (a race with another request) starts the request over once."""
+    run = functools.partial(_run, store=store, key=key, fingerprint=fingerprint)
+    if not durable:
+        with transaction.atomic():
+            return run(handler=handler, savepoint=True)
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic(durable=True):
+                return run(handler=handler, savepoint=False)
+        except _Refused as refused:
+            answer = _answer(refused.error)
+            with transaction.atomic(durable=True):
+                return run(handler=lambda: answer, savepoint=False)  # noqa: B023
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def outcome_response(outcome: Outcome) -> Response:

@@ -14,6 +14,7 @@ from django.db import connection
 from django.utils import timezone
 
 from loyalty import selectors, services, tasks
+from loyalty.models import JobRun
 from tests.conftest import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +30,7 @@ def _credit_already_expired(member, cause, *, points):
 @pytest.mark.django_db
 def test_without_a_broker_tasks_run_in_process(member, api_cause):
     _credit_already_expired(member, api_cause, points=40)
-    assert tasks.expire_due_lots.delay().get() == 40
+    assert tasks.expire_points.delay().get()["points"] == 40
     assert selectors.member_balance(member=member).points == 0
 
 
@@ -43,7 +44,10 @@ def redis_url():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_runs_a_job_queued_through_redis(postgres_only, redis_url, member, api_cause):
+    """As "Run now" in the back office does with a broker configured: the run is recorded
+    as queued, the task goes through Redis, the worker runs the job and records it."""
     _credit_already_expired(member, api_cause, points=75)
+    queued = JobRun.objects.create(job="expire_points", trigger=JobRun.Trigger.STAFF)
     queue = f"test-{uuid.uuid4().hex[:8]}"
     db = connection.settings_dict
     env = {
@@ -76,14 +80,21 @@ def test_a_real_worker_runs_a_job_queued_through_redis(postgres_only, redis_url,
     )
     client = Celery(broker=redis_url)  # a producer like the web tier's when a broker is set
     try:
-        client.send_task(tasks.expire_due_lots.name, queue=queue)
+        client.send_task(tasks.expire_points.name, kwargs={"run_id": queued.pk}, queue=queue)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and selectors.member_balance(member=member).points:
+        while time.monotonic() < deadline and JobRun.objects.get(pk=queued.pk).status in (
+            JobRun.Status.QUEUED,
+            JobRun.Status.RUNNING,
+        ):
             time.sleep(0.5)
+        run = JobRun.objects.get(pk=queued.pk)
+        assert run.status == JobRun.Status.SUCCEEDED, run.error
+        assert run.counts["points"] == 75 and run.processed == run.total == 1
         assert selectors.member_balance(member=member).points == 0
         assert member.entries.filter(kind="expiry").count() == 1
     finally:
         client.close()
         worker.terminate()
         output = worker.communicate(timeout=30)[0]
-    assert "expire_due_lots" in output and "succeeded" in output, output[-2000:]
+    assert "loyalty.tasks.expire_points" in output and "succeeded" in output, output[-2000:]
+    assert "expire_points: 1/1 members, 75 points expired" in output, output[-2000:]

@@ -6,6 +6,9 @@ The machine owns a simulated clock: `django.utils.timezone.now` is patched to it
 pending windows, lot expiry and "has this lot expired?" checks inside a reversal all see
 the same time as the expiry and maturation jobs, which get it passed as `now=`.
 
+The expiry and maturation jobs run in set-based batches of members (loyalty/ledger_bulk.py)
+with a batch size drawn per run: one member per batch, or both members in one.
+
 Each Hypothesis example runs inside a savepoint that is rolled back at teardown, so every
 example starts from an empty ledger (the services' durable transactions become nested
 savepoints inside pytest-django's test transaction, which Django allows).
@@ -99,6 +102,8 @@ PENDING_DAYS = st.sampled_from([0, 0, 3, 20])
 EXPIRES_IN_DAYS = st.none() | st.integers(-10, 500)
 # A share of the model balance in percent: above 100 asks for more than there is.
 SHARE = st.integers(1, 130)
+# Members per batch in the jobs: each member alone, or both in one batch.
+BATCH_SIZE = st.sampled_from([1, 1000])
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -431,8 +436,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def change_points_lifetime(self, months):
         ProgramSettings.objects.update_or_create(pk=1, defaults={"points_lifetime_months": months})
 
-    @rule()
-    def expire_due_lots(self):
+    @rule(batch_size=BATCH_SIZE)
+    def expire_due_lots(self, batch_size=1000):
         now = CLOCK.now
         due = {m: 0 for m in range(2)}
         due_lots = set()
@@ -444,7 +449,7 @@ class LedgerMachine(RuleBasedStateMachine):
         others_before = dict(Lot.objects.exclude(pk__in=due_lots).values_list("pk", "remaining"))
         last_pk = JournalEntry.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
 
-        assert services.lots_expire_due(now=now) == sum(due.values())
+        assert services.lots_expire_due(now=now, batch_size=batch_size) == sum(due.values())
 
         assert not Lot.objects.filter(pk__in=due_lots, remaining__gt=0).exists()
         assert (
@@ -461,10 +466,12 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert postings == {AccountKind.MEMBER: -due[m], AccountKind.EXPIRY: due[m]}
                 self._track(entry, m, "none")
             self.balance[m] -= due[m]
-        assert services.lots_expire_due(now=now) == 0, "a second run must find nothing due"
+        assert services.lots_expire_due(now=now, batch_size=batch_size) == 0, (
+            "a second run must find nothing due"
+        )
 
-    @rule()
-    def mature_pending(self):
+    @rule(batch_size=BATCH_SIZE)
+    def mature_pending(self, batch_size=1000):
         now = CLOCK.now
         released = [0, 0]
         for tracked in self.entries:
@@ -472,7 +479,9 @@ class LedgerMachine(RuleBasedStateMachine):
                 tracked.pending = False
                 if not tracked.reversed:
                     released[tracked.member] += tracked.points
-        assert services.pending_mature_due(now=now) == sum(1 for r in released if r)
+        assert services.pending_mature_due(now=now, batch_size=batch_size) == sum(
+            1 for r in released if r
+        )
         for m in range(2):
             self.pending[m] -= released[m]
             self.balance[m] += released[m]

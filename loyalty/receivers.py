@@ -1,0 +1,32 @@
+"""The loyalty app's subscriptions: thin callers of services, connected in apps.ready()."""
+
+from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.dispatch import receiver
+
+from loyalty.models import EarningRule, MembershipPlan, Tier
+from loyalty.rules import loader, services
+from members.signals import member_enrolled, member_profile_completed
+
+
+@receiver(member_enrolled, dispatch_uid="loyalty-sign-up-bonus")
+def give_sign_up_bonus(sender, member, **kwargs):
+    services.signup_bonus_award(member=member)
+
+
+@receiver(member_profile_completed, dispatch_uid="loyalty-profile-completed")
+def give_profile_completed_points(sender, member, **kwargs):
+    services.profile_completed_award(member=member)
+
+
+# Any change to a rule, its stores, a tier (rules name a minimum tier by rank) or a paid
+# membership plan (its SKU, tier and benefits are cached with the rules) makes every
+# process reload the rules. Signals catch the admin, the shell and fixtures alike.
+@receiver(post_save, sender=EarningRule, dispatch_uid="loyalty-rules-saved")
+@receiver(post_delete, sender=EarningRule, dispatch_uid="loyalty-rules-deleted")
+@receiver(m2m_changed, sender=EarningRule.stores.through, dispatch_uid="loyalty-rules-stores")
+@receiver(post_save, sender=Tier, dispatch_uid="loyalty-rules-tier-saved")
+@receiver(post_delete, sender=Tier, dispatch_uid="loyalty-rules-tier-deleted")
+@receiver(post_save, sender=MembershipPlan, dispatch_uid="loyalty-rules-plan-saved")
+@receiver(post_delete, sender=MembershipPlan, dispatch_uid="loyalty-rules-plan-deleted")
+def rules_changed(sender, **kwargs):
+    loader.rules_changed()
