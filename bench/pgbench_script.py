@@ -79,6 +79,7 @@ def distinct_sequences() -> dict[str, int]:
         models = [
             m for m in apps.get_models()
             if m._meta.app_label in APPS and m not in (Member, Account) and not m._meta.proxy
+            and m._meta.pk.get_internal_type() in ("AutoField", "BigAutoField")
         ]  # fmt: skip
         for i, model in enumerate(sorted(models, key=lambda m: m._meta.db_table)):
             table = model._meta.db_table

@@ -11,6 +11,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from loyalty import explain, jobs, memberships_admin, selectors, services, tiers_admin
+from loyalty.admin_readonly import ReadOnlyMixin
 from loyalty.exceptions import LedgerError
 from loyalty.forms import AdjustmentForm
 from loyalty.models import (
@@ -34,19 +35,6 @@ RECENT_ENTRIES = 20
 admin.site.site_header = _("Tally back office")
 admin.site.site_title = _("Tally back office")
 admin.site.index_title = _("Run the loyalty program")
-
-
-class ReadOnlyMixin:
-    """The ledger is append-only: the back office may look, never edit or delete."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(ProgramSettings)

@@ -23,8 +23,7 @@
 
 import calendar
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from django.conf import settings
@@ -52,9 +51,7 @@ from loyalty.rules.engine import (
     Context,
     Earning,
     RuleSpec,
-    Usage,
     evaluate_activity,
-    period_bounds,
 )
 from loyalty.tiers import TierTable
 from members.models import Member
@@ -222,40 +219,6 @@ def _description(gift: _Gift) -> str:
     return " + ".join(item["description"] for item in gift.breakdown if item["points"])
 
 
-def _usage(member_ids: Iterable[int], rules: list[RuleSpec], at: datetime):
-    """loader.member_usage for many members in ONE query: {member: {rule: Usage}}."""
-    limited = {r.id: r for r in rules if r.limited}
-    if not limited:
-        return {}
-    windows = {rule.id: period_bounds(rule.cap_period, at) for rule in limited.values()}
-    condition = Q()
-    for rule in limited.values():
-        spans = [windows[rule.id]]
-        if rule.cooldown:
-            spans.append((at - rule.cooldown, at + rule.cooldown))
-        if None in spans:
-            condition |= Q(rule_id=rule.id)
-            continue
-        when = Q()
-        for start, end in spans:
-            when |= Q(occurred_at__gte=start, occurred_at__lt=end)
-        condition |= Q(rule_id=rule.id) & when
-    rows = RuleAward.objects.filter(condition, member_id__in=list(member_ids)).values_list(
-        "member_id", "rule_id", "points", "occurred_at"
-    )
-    usage: dict[int, dict[int, Usage]] = {}
-    for member_id, rule_id, points, occurred_at in rows:
-        rule, window = limited[rule_id], windows[rule_id]
-        mine = usage.setdefault(member_id, {})
-        used = mine.get(rule_id, Usage())
-        if window is None or window[0] <= occurred_at < window[1]:
-            used = replace(used, points=used.points + points, times=used.times + 1)
-        if rule.cooldown and abs(occurred_at - at) < rule.cooldown:
-            used = replace(used, recent=(*used.recent, occurred_at))
-        mine[rule_id] = used
-    return usage
-
-
 # The job -------------------------------------------------------------------------------
 
 
@@ -316,7 +279,7 @@ def _give_batch(rows: list[dict], run: _Run) -> BirthdayResult:
             member_id__in=member_ids, year__in={day.year for _pk, day, _tier in candidates}
         ).values_list("member_id", "year")
     )
-    usage = _usage(member_ids, run.rules, run.now)
+    usage = loader.members_usage(member_ids=member_ids, rules=run.rules, at=run.now)
     gifts = []
     for pk, day, tier in candidates:
         if (pk, day.year) in given:

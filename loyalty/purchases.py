@@ -197,7 +197,7 @@ def purchase_record(
         )  # fmt: skip
     try:
         # No savepoint of its own: the receipt is unique per store, and when another
-        # request committed it meanwhile, the caller's savepoint undoes these points.
+        # request committed it meanwhile, the caller's rollback undoes these points.
         purchase = Purchase.objects.create(
             store=store, member=member, receipt_id=receipt_id, occurred_at=occurred_at,
             currency=currency, total=total, points_earned=quote.points,

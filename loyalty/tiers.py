@@ -30,6 +30,7 @@ from django.db.models import (
     DecimalField,
     Exists,
     F,
+    FloatField,
     Min,
     OuterRef,
     Q,
@@ -169,9 +170,14 @@ def _purchase_contribution(settings: ProgramSettings):
         Value(0, output_field=AMOUNT),
         output_field=AMOUNT,
     )
-    kept_share = Value(1, output_field=AMOUNT) - Coalesce(
+    returned_amount = Coalesce(
         Subquery(returned, output_field=AMOUNT), Value(0, output_field=AMOUNT)
-    ) / NullIf(Subquery(lines_total, output_field=AMOUNT), Value(0, output_field=AMOUNT))
+    )
+    if connection.vendor == "sqlite":  # whole amounts are integers there: 25 / 50 would be 0
+        returned_amount = returned_amount * Value(1.0, output_field=FloatField())
+    kept_share = Value(1, output_field=AMOUNT) - returned_amount / NullIf(
+        Subquery(lines_total, output_field=AMOUNT), Value(0, output_field=AMOUNT)
+    )
     return Coalesce(paid * kept_share, paid, output_field=AMOUNT)
 
 
@@ -391,6 +397,10 @@ def tier_upgrade_check(
     The write is also a compare-and-set on the member's row (a member without a row may
     get one from the review meanwhile): if it finds another tier, we read again rather
     than overwrite that decision."""
+    from loyalty.rules import loader  # the rules read tiers: imported late, not in a loop
+
+    if not loader.tiers_active():
+        return None
     settings = settings or program_settings()
     now = now or timezone.now()
     since = window_start(now, settings)

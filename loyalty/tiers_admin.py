@@ -15,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from loyalty import tiers
+from loyalty.admin_readonly import ReadOnlyMixin
 from loyalty.models import MemberTier, Tier, TierChange, TierWarning
 from members.models import Member
 
@@ -141,7 +142,7 @@ class TierAdmin(admin.ModelAdmin):
 
 
 @admin.register(TierChange)
-class TierChangeAdmin(admin.ModelAdmin):
+class TierChangeAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["at", "member", "from_tier", "to_tier", "cause", "text"]
     list_filter = ["cause", "to_tier", "at"]
     search_fields = ["member__card_number", "member__user__email", "reason"]
@@ -150,22 +151,13 @@ class TierChangeAdmin(admin.ModelAdmin):
     fields = ["member", "from_tier", "to_tier", "cause", "text", "reason", "staff", "at"]
     readonly_fields = fields
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
     @admin.display(description=_("why"))
     def text(self, obj):
         return tiers.tier_change_text(obj)
 
 
 @admin.register(TierWarning)
-class TierWarningAdmin(admin.ModelAdmin):
+class TierWarningAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Who was warned by e-mail that they may move down, for which review (read-only)."""
 
     list_display = ["sent_at", "member", "tier", "review_on", "needed"]
@@ -175,15 +167,6 @@ class TierWarningAdmin(admin.ModelAdmin):
     date_hierarchy = "sent_at"
     fields = ["member", "tier", "review_on", "needed", "sent_at"]
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # On the member page -------------------------------------------------------------------

@@ -30,6 +30,16 @@ def _fresh_caches():
 
 
 @pytest.fixture
+def shared_cache():
+    """Tests of the tills' steady state: program rows and rules come from the cache only
+    when every process shares it (Redis), as production is set up (README)."""
+    if not rules_loader.shared_cache():
+        skip_or_fail("needs a shared cache (set REDIS_URL), as production has")
+    yield
+    rules_loader.rules_changed()  # what a transactional test committed is about to go
+
+
+@pytest.fixture
 def postgres_only(db):
     if connection.vendor != "postgresql":
         skip_or_fail("needs PostgreSQL (set DATABASE_URL); SQLite has no row locks")

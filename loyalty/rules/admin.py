@@ -14,6 +14,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, pgettext, pgettext_lazy
 
 from loyalty import explain
+from loyalty.admin_readonly import ReadOnlyMixin
 from loyalty.ledger import program_settings
 from loyalty.models import EarningRule, RuleAward, RuleKind, RuleTarget
 from loyalty.rules import services
@@ -243,7 +244,7 @@ class EarningRuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(RuleAward)
-class RuleAwardAdmin(admin.ModelAdmin):
+class RuleAwardAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """What each rule gave whom: read-only, written with the credit."""
 
     list_display = ["created_at", "rule", "member", "points", "occurred_at", "purchase"]
@@ -256,12 +257,3 @@ class RuleAwardAdmin(admin.ModelAdmin):
         "created_at",
     ]  # fmt: skip
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

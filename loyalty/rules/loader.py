@@ -102,7 +102,7 @@ def _load(at: datetime | None = None) -> tuple[RuleSpec, ...]:
     return _specs_from_rows(rows)
 
 
-def _shared_cache() -> bool:
+def shared_cache() -> bool:
     # `cache` is a proxy; the backend behind it says whether other processes share it.
     return not isinstance(caches["default"], LocMemCache | DummyCache)
 
@@ -121,7 +121,7 @@ def _generation() -> str | None:
 def _cached(name: str, load, uncached):
     """`load()` kept in this process under the current generation; `uncached()` when
     there is no shared cache to say when it changes."""
-    token = _generation() if _shared_cache() else None
+    token = _generation() if shared_cache() else None
     if token is None:
         return uncached()
     memo = _memo
@@ -149,6 +149,13 @@ def tiers_multiply() -> bool:
     tier, a purchase need not read the member's tier. Cached like the rules."""
     query = Tier.objects.exclude(earn_multiplier=1).exists
     return _cached("tiers_multiply", query, query)
+
+
+def tiers_active() -> bool:
+    """Whether the program has tiers at all: without them a purchase need not measure
+    the member's qualification. Cached like the rules."""
+    query = Tier.objects.filter(is_active=True).exists
+    return _cached("tiers_active", query, query)
 
 
 def rules_changed() -> None:
@@ -184,8 +191,17 @@ def member_usage(*, member, rules: Iterable[RuleSpec], at: datetime) -> dict[int
     """What `member` already got from each limited rule among `rules`: points and times in
     the rule's current period, and awards within its cool-down of `at`. ≤ 1 SQL query
     (none when no rule is limited)."""
+    if member.pk is None:
+        return {}
+    return members_usage(member_ids=[member.pk], rules=rules, at=at).get(member.pk, {})
+
+
+def members_usage(
+    *, member_ids: Iterable[int], rules: Iterable[RuleSpec], at: datetime
+) -> dict[int, dict[int, Usage]]:
+    """`member_usage` for many members in one query: {member id: {rule id: Usage}}."""
     limited = {r.id: r for r in rules if r.limited}
-    if not limited or member.pk is None:
+    if not limited:
         return {}
     windows: dict[int, tuple[datetime, datetime] | None] = {}
     condition = Q()
@@ -201,17 +217,19 @@ def member_usage(*, member, rules: Iterable[RuleSpec], at: datetime) -> dict[int
         for start, end in spans:
             when |= Q(occurred_at__gte=start, occurred_at__lt=end)
         condition |= Q(rule_id=rule.id) & when
-    rows = RuleAward.objects.filter(condition, member=member).values_list(
-        "rule_id", "points", "occurred_at"
+    rows = RuleAward.objects.filter(condition, member_id__in=list(member_ids)).values_list(
+        "member_id", "rule_id", "points", "occurred_at"
     )
-    usage: dict[int, Usage] = {}
-    for rule_id, points, occurred_at in rows:
-        rule, window, used = limited[rule_id], windows[rule_id], usage.get(rule_id, Usage())
+    usage: dict[int, dict[int, Usage]] = {}
+    for member_id, rule_id, points, occurred_at in rows:
+        rule, window = limited[rule_id], windows[rule_id]
+        mine = usage.setdefault(member_id, {})
+        used = mine.get(rule_id, Usage())
         if window is None or window[0] <= occurred_at < window[1]:
             used = replace(used, points=used.points + points, times=used.times + 1)
         if rule.cooldown and abs(occurred_at - at) < rule.cooldown:
             used = replace(used, recent=(*used.recent, occurred_at))
-        usage[rule_id] = used
+        mine[rule_id] = used
     return usage
 
 

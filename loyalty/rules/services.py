@@ -174,31 +174,25 @@ def purchase_earning(
 def signup_bonus_award(*, member: Member, at: datetime | None = None) -> JournalEntry | None:
     """The welcome points of the `sign_up` activity rules, once per member. Runs in the
     enrolment's transaction when there is one."""
-    at = at or timezone.now()
-    with transaction.atomic():
-        earning, entry = activity_earn(
-            member=member,
-            event_type=SIGN_UP,
-            at=at,
-            store=None,
-            cause=Cause.system(reason=_("Welcome bonus for joining")),
-        )
-        awards_record(member=member, awards=earning.awards, at=at, entry=entry)
-    return entry
+    return _system_activity_award(member, SIGN_UP, _("Welcome bonus for joining"), at)
 
 
 def profile_completed_award(*, member: Member, at: datetime | None = None) -> JournalEntry | None:
     """The points of the `profile_completed` activity rules, when a member's profile is
     complete for the first time (members sends that once; the rules' caps hold anyway).
     Runs in the profile save's transaction."""
+    return _system_activity_award(
+        member, PROFILE_COMPLETED, _("Bonus for completing the profile"), at
+    )
+
+
+def _system_activity_award(member: Member, event_type: str, reason: str, at) -> JournalEntry | None:
+    """An activity Tally itself notices (no till sends it), rewarded by its rules."""
     at = at or timezone.now()
     with transaction.atomic():
         earning, entry = activity_earn(
-            member=member,
-            event_type=PROFILE_COMPLETED,
-            at=at,
-            store=None,
-            cause=Cause.system(reason=_("Bonus for completing the profile")),
-        )
+            member=member, event_type=event_type, at=at, store=None,
+            cause=Cause.system(reason=reason),
+        )  # fmt: skip
         awards_record(member=member, awards=earning.awards, at=at, entry=entry)
     return entry

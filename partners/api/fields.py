@@ -5,7 +5,8 @@ import re
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+from members.validators import E164
+
 _DIGIT_RUN = re.compile(r"(?<![0-9])(?:[0-9][ -]?){12,18}[0-9](?![0-9])")
 
 

@@ -359,7 +359,7 @@ def test_batch_refuses_more_than_500_items(api_client, member):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("history", [1, 50])
 def test_purchase_query_count_does_not_grow_with_history(
-    api_client, member, api_cause, django_assert_max_num_queries, history
+    api_client, member, api_cause, django_assert_max_num_queries, history, shared_cache
 ):
     """A till in use (its key, the program settings and accounts already read and
     committed, as in production): a purchase costs the same few queries however long the

@@ -29,7 +29,6 @@ from loyalty.models import (
 )
 from loyalty.rules import loader, services
 from tests.concurrency import run_at_once
-from tests.conftest import skip_or_fail
 from tests.factories import MemberFactory, StaffFactory, StoreFactory
 
 NOW = timezone.now
@@ -176,14 +175,6 @@ def test_the_ruleset_loads_in_one_query_however_many_rules(django_assert_max_num
     assert {r.min_tier_rank for r in ruleset.rules} == {None, 1}
     assert all(r.store_ids in (frozenset(), frozenset({store.pk, *[s.pk for s in others]}))
                for r in ruleset.rules)  # fmt: skip
-
-
-@pytest.fixture
-def shared_cache():
-    if not loader._shared_cache():
-        skip_or_fail("needs a cache shared between processes (set REDIS_URL)")
-    yield
-    loader.rules_changed()  # the test's committed rules are about to be truncated away
 
 
 @pytest.mark.django_db(transaction=True)

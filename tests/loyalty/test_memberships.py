@@ -575,7 +575,7 @@ def test_demo_data_has_a_plus_plan_that_beats_the_free_tiers():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_purchase_without_a_plan_costs_one_query_more_once_plans_exist(
-    plus, api_client, member, django_assert_max_num_queries
+    plus, api_client, member, django_assert_max_num_queries, shared_cache
 ):
     """The cap of tests/loyalty/test_api_purchases.py (12, programs without plans) plus
     the read of the member's running membership: the plans' SKUs are cached."""
@@ -588,7 +588,7 @@ def test_a_purchase_without_a_plan_costs_one_query_more_once_plans_exist(
 
 @pytest.mark.django_db(transaction=True)
 def test_buying_the_plan_costs_a_few_queries_more(
-    plus, api_client, member, django_assert_max_num_queries
+    plus, api_client, member, django_assert_max_num_queries, shared_cache
 ):
     for receipt in ("W-1", "W-2"):
         assert post(api_client, "purchases", basket(member, receipt, [goods()])).status_code == 201

@@ -13,6 +13,7 @@ from loyalty import tiers
 from loyalty.ledger import program_settings
 from loyalty.models import MemberTier, TierBasis, TierChange
 from loyalty.purchases import LineIn
+from loyalty.rules import loader as rules_loader
 from tests.factories import MemberFactory
 from tests.loyalty.tiers_helpers import buy, give_back, make_three_tiers, months
 
@@ -93,9 +94,16 @@ def test_crossing_the_threshold_through_the_pos_api(three_tiers, member, api_cli
 
 @pytest.mark.django_db
 def test_upgrade_check_costs_one_query_or_two_when_moving_up(
-    postgres_only, three_tiers, member, store, django_assert_num_queries
+    postgres_only,
+    three_tiers,
+    member,
+    store,
+    django_assert_num_queries,
+    django_capture_on_commit_callbacks,
 ):
     settings = program_settings()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert rules_loader.tiers_active()  # known to every till once committed
     buy(member, store, "100.00")
     with transaction.atomic(), django_assert_num_queries(1):
         assert tiers.tier_upgrade_check(member=member, settings=settings) is None
@@ -107,7 +115,10 @@ def test_upgrade_check_costs_one_query_or_two_when_moving_up(
     settings.tier_window_months = 24
     settings.save()
     three_tiers[1].threshold = 250
-    three_tiers[1].save()
+    with django_capture_on_commit_callbacks(execute=True):
+        three_tiers[1].save()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert rules_loader.tiers_active()
     with transaction.atomic(), django_assert_num_queries(2):
         change = tiers.tier_upgrade_check(member=member, settings=settings)
     assert change.to_tier.code == "vib"
