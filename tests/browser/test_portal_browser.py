@@ -92,3 +92,53 @@ def test_swagger_ui_loads_offline_from_local_assets(live_server, page):
     page.get_by_text("/api/v1/purchases/quote").first.wait_for()
     outside = [url for url in requested if not url.startswith(live_server.url)]
     assert outside == [], f"the docs fetched from elsewhere: {outside}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_member_sees_the_campaign_in_the_breakdown_and_the_tier_bar_move(
+    live_server, page, member, store, screenshot
+):
+    """Issue 4's story on a phone: staff's "double points on fragrance for VIB and above",
+    a progress bar that moves with a purchase, and points expiring soon announced."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from loyalty.models import EarningRule, RuleKind, RuleTarget
+    from loyalty.purchases import LineIn
+    from loyalty.rules import services as rule_services
+    from tests.loyalty.tiers_helpers import buy, make_three_tiers
+
+    _insider, vib, _rouge = make_three_tiers()
+    rule = EarningRule(
+        code="fragrance-weekend", name="Fragrance weekend", kind=RuleKind.MULTIPLIER,
+        target=RuleTarget.CATEGORY, target_values="fragrance", multiplier=Decimal(2),
+        starts_at=timezone.now() - timedelta(hours=1), ends_at=timezone.now() + timedelta(days=2),
+        min_tier=vib,
+    )  # fmt: skip
+    rule.full_clean()
+    rule_services.earning_rule_save(rule=rule)
+    buy(member, store, "260.00")
+    page.context.add_cookies([_session_cookie(live_server, member.user)])
+
+    page.goto(live_server.url + "/dashboard/")
+    assert page.get_by_test_id("tier-name").inner_text() == "Insider"
+    assert "90.00 EUR more" in page.get_by_test_id("tier-goal").inner_text()
+    assert "VIB" in page.get_by_test_id("tier-goal").inner_text()
+    assert page.locator("progress#tier-progress").get_attribute("value") == "260.00"
+
+    perfume = LineIn(sku="PERFUME-50", category="fragrance", quantity=Decimal(1),
+                     unit_price=Decimal("100.00"))  # fmt: skip
+    buy(member, store, "100.00", lines=[perfume])  # crosses 350: VIB at once
+    buy(member, store, "100.00", lines=[perfume])  # VIB now: the campaign applies
+    page.reload()
+    assert page.get_by_test_id("tier-name").inner_text() == "VIB"
+    assert "Rouge" in page.get_by_test_id("tier-goal").inner_text()
+    assert page.locator("progress#tier-progress").get_attribute("value") == "460.00"
+    assert page.get_by_text("2× on Fragrance weekend").first.is_visible()
+    screenshot("dashboard-tier-phone")
+
+    page.get_by_role("link", name="Tiers").first.click()
+    assert page.get_by_role("heading", name="Rouge").first.is_visible()
+    screenshot("tiers-phone")
