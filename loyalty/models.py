@@ -375,6 +375,9 @@ class Purchase(models.Model):
                 name="purchase_points_not_negative",
             ),
         ]
+        # Tier qualification reads a member's purchases in a time window, at every
+        # purchase (upgrade check) and for ranges of members (review, admin preview).
+        indexes = [models.Index(fields=["member", "occurred_at"], name="purchase_member_time")]
 
     def __str__(self) -> str:
         return f"{self.receipt_id} ({self.total} {self.currency})"
