@@ -142,8 +142,9 @@ def _purchase_contribution(settings: ProgramSettings):
     """What one purchase counts for, as an expression on Purchase.
 
     Spend: the money paid (the total less the points that paid part of it, at the program's
-    point value), less the share that returns gave back; returns give back money in
-    proportion to the line amounts they return, as purchase_return does for points.
+    point value), less the share that returns gave back and the share of membership plan
+    fees; returns give back money in proportion to the line amounts they return, as
+    purchase_return does for points.
     Points: the points it earned less the points its returns took back."""
     if settings.tier_basis == TierBasis.POINTS:
         taken_back = (
@@ -159,8 +160,17 @@ def _purchase_contribution(settings: ProgramSettings):
         .annotate(s=Sum(F("quantity") * F("unit_price"), output_field=AMOUNT))
         .values("s")
     )
+    # A membership plan's fee buys the plan, not goods: it counts as never spent.
+    plan_lines = (
+        PurchaseLine.objects.filter(purchase=OuterRef("pk"), membership__isnull=False)
+        .values("purchase")
+        .annotate(s=Sum(F("quantity") * F("unit_price"), output_field=AMOUNT))
+        .values("s")
+    )
     returned = (
-        PurchaseReturnLine.objects.filter(line__purchase=OuterRef("pk"))
+        PurchaseReturnLine.objects.filter(
+            line__purchase=OuterRef("pk"), line__membership__isnull=True
+        )
         .values("line__purchase")
         .annotate(s=Sum(F("quantity") * F("line__unit_price"), output_field=AMOUNT))
         .values("s")
@@ -172,7 +182,7 @@ def _purchase_contribution(settings: ProgramSettings):
     )
     returned_amount = Coalesce(
         Subquery(returned, output_field=AMOUNT), Value(0, output_field=AMOUNT)
-    )
+    ) + Coalesce(Subquery(plan_lines, output_field=AMOUNT), Value(0, output_field=AMOUNT))
     if connection.vendor == "sqlite":  # whole amounts are integers there: 25 / 50 would be 0
         returned_amount = returned_amount * Value(1.0, output_field=FloatField())
     kept_share = Value(1, output_field=AMOUNT) - returned_amount / NullIf(

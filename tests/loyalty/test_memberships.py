@@ -101,6 +101,17 @@ def renewals(now):
 
 
 @pytest.mark.django_db
+def test_the_plan_fee_does_not_count_as_tier_spend(plus, api_client, member):
+    basket_ = basket(member, "R-FEE", [plus_line(), goods("51.00")])
+    assert post(api_client, "purchases", basket_).status_code == 201
+    settings = selectors.program_settings()
+    since = tiers.window_start(timezone.now(), settings)
+    assert tiers.member_qualification(member=member, since=since, settings=settings)[0] == (
+        Decimal("51.00")
+    )
+
+
+@pytest.mark.django_db
 def test_buying_plus_at_the_till_starts_a_membership_with_its_tier(plus, api_client, member):
     assert tier_of(member) == "insider"
     response = post(api_client, "purchases", basket(member, "R-1", [plus_line()]))
