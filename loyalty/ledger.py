@@ -9,6 +9,7 @@ Invariants (tested by tests/loyalty/test_ledger_properties.py):
 - debits take from the lots that expire first and never take a balance below zero.
 """
 
+import functools
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -104,6 +105,7 @@ def system_account(kind: str) -> Account:
     return account
 
 
+@functools.cache
 def _settings_cache_key() -> str:
     # The field list is part of the key: a deploy that adds a field never reads an old copy.
     fields = ",".join(f.attname for f in ProgramSettings._meta.concrete_fields)
@@ -218,16 +220,18 @@ def _entry_new(
 def _post(entry: JournalEntry, moves: list[tuple[Account, int]]) -> None:
     """Write the postings of an entry and move the stored balances of member accounts."""
     assert sum(amount for _, amount in moves) == 0, "postings must sum to zero"
-    postings = []
+    postings, moved = [], {}
     for account, amount in moves:
         balance_after = None
         if account.kind in MEMBER_KINDS:
-            Account.objects.filter(pk=account.pk).update(balance=F("balance") + amount)
             account.balance += amount
             balance_after = account.balance
+            moved[account.pk] = moved.get(account.pk, 0) + amount
         postings.append(
             Posting(entry=entry, account=account, amount=amount, balance_after=balance_after)
         )
+    if moved:
+        _balances_move(moved)
     Posting.objects.bulk_create(postings)
 
 
