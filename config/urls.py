@@ -3,10 +3,12 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
+from loyalty.api_batches import BatchApi
 from partners.api.problems import api_404
 
 api_v1 = [
     path("", include("loyalty.api")),
+    path("batches", BatchApi.as_view(), name="api-batches"),
 ]
 
 public = {"authentication_classes": [], "permission_classes": [AllowAny], "throttle_classes": []}

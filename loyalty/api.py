@@ -5,7 +5,6 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db import transaction
 from django.db.models import Q
 from django.urls import path
 from django.utils import timezone
@@ -22,7 +21,7 @@ from members.models import Member
 from members.services import MemberExists, member_enrol
 from partners.api import problems
 from partners.api.fields import E164, MoneySerializer, PhoneE164, SafeText
-from partners.api.idempotency import fingerprint, idempotent, key_check, run_idempotent
+from partners.api.idempotency import idempotent
 from partners.api.problems import ApiProblem
 from partners.api.views import ApiView
 
@@ -528,7 +527,12 @@ def purchase_handler(store, cause: Cause, payload) -> tuple[int, dict]:
         redeem_points=values["redeem_points"],
         cause=cause,
     )
-    body = {
+    return 201, PurchaseOutSerializer(purchase_body(purchase)).data
+
+
+def purchase_body(purchase: Purchase) -> dict:
+    """What POST purchases answers about a purchase just recorded (before serializing)."""
+    return {
         "id": purchase.public_id,
         "receipt_id": purchase.receipt_id,
         "points_earned": purchase.points_earned,
@@ -538,7 +542,6 @@ def purchase_handler(store, cause: Cause, payload) -> tuple[int, dict]:
         "points_balance": purchase.points_balance,
         "points_pending": purchase.points_pending,
     }
-    return 201, PurchaseOutSerializer(body).data
 
 
 def _purchase_for(store, purchase_id) -> Purchase:
@@ -709,21 +712,6 @@ EVENT_EXAMPLES = [
         value={"id": "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a", "points_earned": 50},
     ),
 ]
-BATCH_EXAMPLES = [
-    OpenApiExample("Two sales from an offline till", request_only=True, value={"items": [
-        {"idempotency_key": "till3-0001", "kind": "purchase", "payload": _BASKET | {
-            "receipt_id": "OFF-1", "occurred_at": "2026-11-24T09:00:00+00:00"}},
-        {"idempotency_key": "till3-0002", "kind": "return", "payload": {
-            "purchase_id": "4f1c2b8e-2a51-4f0e-9d8c-1f2a3b4c5d6e", "return_id": "RT-OFF-1"}},
-    ]}),
-    OpenApiExample("Results", response_only=True, value={"results": [
-        {"idempotency_key": "till3-0001", "status": 201, "body": {"id": "…", "points_earned": 49}},
-        {"idempotency_key": "till3-0002", "status": 422, "body": {
-            "type": "/api/v1/problems/return_exceeds_purchase", "title": "Return exceeds purchase",
-            "status": 422, "detail": "Everything on this purchase was already returned.",
-            "code": "return_exceeds_purchase"}},
-    ]}),
-]  # fmt: skip
 
 
 class PurchaseQuoteApi(ApiView):
@@ -930,85 +918,6 @@ class EventApi(ApiView):
         ).data
 
 
-class BatchItemSerializer(serializers.Serializer):
-    idempotency_key = serializers.CharField(max_length=255)
-    kind = serializers.ChoiceField(choices=["purchase", "return"])
-    payload = serializers.DictField()
-
-
-class BatchInSerializer(serializers.Serializer):
-    items = BatchItemSerializer(many=True, allow_empty=False, max_length=MAX_BATCH)
-
-
-class BatchResultSerializer(serializers.Serializer):
-    idempotency_key = serializers.CharField()
-    status = serializers.IntegerField()
-    body = serializers.DictField()
-
-
-class BatchOutSerializer(serializers.Serializer):
-    results = BatchResultSerializer(many=True)
-
-
-class BatchApi(ApiView):
-    required_scope = "purchases:write"
-
-    @extend_schema(
-        operation_id="batches_sync",
-        summary="Sync purchases and returns recorded while offline",
-        request=BatchInSerializer,
-        responses={200: BatchOutSerializer},
-        examples=BATCH_EXAMPLES,
-        description="Up to 500 items, applied in order, each on its own (one item's error undoes only that item) and idempotent "
-        "on its own `idempotency_key` (the same key as a single request would use: an item already "
-        "sent alone is replayed). A `return` item's payload carries `purchase_id`. One bad item "
-        "does not stop the others: each result has the status and body its single request would "
-        "have had. Re-sending the batch changes nothing.",
-    )
-    def post(self, request):
-        items = validated(BatchInSerializer, request.data)["items"]
-        store, cause = request.user.store, _cause(request)
-        # One commit for the whole batch (each item in a savepoint of its own): a commit
-        # waits for the disk, and 500 of them were most of a batch's time.
-        with transaction.atomic(durable=True):
-            results = [self._item(store, cause, item) for item in items]
-        return Response({"results": results})
-
-    def _item(self, store, cause, item) -> dict:
-        key, payload = item["idempotency_key"], item["payload"]
-        if item["kind"] == "purchase":
-            path, handler = "/api/v1/purchases", lambda: purchase_handler(store, cause, payload)
-        else:
-            purchase_id = str(payload.get("purchase_id", ""))
-            rest = {k: v for k, v in payload.items() if k != "purchase_id"}
-            path = f"/api/v1/purchases/{purchase_id}/returns"
-            handler = lambda: return_handler(store, cause, purchase_id, rest)  # noqa: E731
-            payload = rest
-        try:
-            key_check(key)
-            outcome = run_idempotent(
-                store=store,
-                key=key,
-                fingerprint=fingerprint("POST", path, payload),
-                handler=handler,
-                durable=False,
-            )
-            status, body = outcome.status, outcome.body
-        except Exception as exc:  # one bad item must not sink the batch
-            found = problems.problem_for(exc)
-            if found is None:
-                problems.log.exception("Batch item failed", exc_info=exc)
-                found = (
-                    500,
-                    problems.problem_body(
-                        "server_error", 500, "This item failed on our side; retry it."
-                    ),
-                    {},
-                )
-            status, body = found[0], found[1]
-        return {"idempotency_key": key, "status": status, "body": body}
-
-
 urlpatterns = [
     path("members/lookup", MemberLookupApi.as_view(), name="api-members-lookup"),
     path("members", MemberEnrolApi.as_view(), name="api-members-enrol"),
@@ -1029,5 +938,4 @@ urlpatterns = [
     path("vouchers/<str:code>", VoucherApi.as_view(), name="api-vouchers"),
     path("vouchers/<str:code>/redeem", VoucherRedeemApi.as_view(), name="api-vouchers-redeem"),
     path("events", EventApi.as_view(), name="api-events"),
-    path("batches", BatchApi.as_view(), name="api-batches"),
 ]

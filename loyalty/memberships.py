@@ -156,6 +156,27 @@ def member_plan_at(
     return catalog.by_id.get(plan_id) if plan_id is not None else None
 
 
+def members_plans_at(*, at: dict[int, datetime], catalog: PlanCatalog) -> dict[int, PlanSpec]:
+    """`member_plan_at` for many members, each at their own moment ({member pk: at}), in
+    one query (none when the program has no plans). Members without a plan are left out."""
+    if not catalog or not at:
+        return {}
+    rows = (
+        Membership.objects.filter(
+            member_id__in=list(at), starts_at__lte=max(at.values()), ends_at__gt=min(at.values())
+        )
+        .exclude(status=CANCELLED)
+        .order_by("-starts_at")
+        .values_list("member_id", "plan_id", "starts_at", "ends_at")
+    )
+    latest: dict[int, int] = {}  # the plan of the latest-starting membership covering `at`
+    for member_id, plan_id, starts_at, ends_at in rows:
+        if member_id not in latest and starts_at <= at[member_id] < ends_at:
+            latest[member_id] = plan_id
+    found = {pk: catalog.by_id.get(plan_id) for pk, plan_id in latest.items()}
+    return {pk: spec for pk, spec in found.items() if spec is not None}
+
+
 @dataclass(frozen=True)
 class MembershipNow:
     """A member's running membership, as the portal and the till show it."""

@@ -99,7 +99,7 @@ class Quote:
     awards: list = field(default_factory=list)  # what capped rules gave (rules.engine.Award)
 
 
-def _currency_check(currency: str, settings: ProgramSettings) -> None:
+def currency_check(currency: str, settings: ProgramSettings) -> None:
     if currency != settings.currency:
         raise CurrencyMismatch(
             _("This program runs in %(p)s; the purchase is in %(c)s.")
@@ -125,7 +125,7 @@ def purchase_quote(
     calculation, so the quote always equals the credit. Raises CurrencyMismatch,
     PlanQuantityInvalid (a membership plan's line for a part of a term)."""
     settings = settings or ledger.program_settings()
-    _currency_check(currency, settings)
+    currency_check(currency, settings)
     catalog = catalog if catalog is not None else memberships.plan_catalog()
     memberships.plan_lines_check(lines, catalog)
     redeem_value = redeem_points * settings.point_value
@@ -179,7 +179,7 @@ def purchase_record(
     )  # fmt: skip
     if redeem_points and quote.redeem_value > total:
         raise RedeemExceedsTotal(_("Points worth more than the total cannot be redeemed on it."))
-    label = _("Purchase %(r)s at %(s)s") % {"r": receipt_id, "s": store.name}
+    label = purchase_label(receipt_id, store)
     redeem_entry = earn_entry = None
     if redeem_points:
         redeem_entry = ledger.debit(
@@ -187,12 +187,9 @@ def purchase_record(
             accounts=accounts,
         )  # fmt: skip
     if quote.points:
-        pending_until = None
-        if settings.pending_days:
-            pending_until = occurred_at + timedelta(days=settings.pending_days)
         earn_entry = ledger.credit(
             member=member, points=quote.points, description=label, cause=cause,
-            effective_at=occurred_at, pending_until=pending_until,
+            effective_at=occurred_at, pending_until=pending_until_for(occurred_at, settings),
             details={"breakdown": quote.breakdown}, settings=settings, accounts=accounts,
         )  # fmt: skip
     try:
@@ -230,6 +227,18 @@ def purchase_record(
     purchase.points_balance = accounts.available.balance
     purchase.points_pending = accounts.pending.balance
     return purchase
+
+
+def pending_until_for(occurred_at: datetime, settings: ProgramSettings) -> datetime | None:
+    """Until when a purchase's points wait (for its return window), if the program says so."""
+    if not settings.pending_days:
+        return None
+    return occurred_at + timedelta(days=settings.pending_days)
+
+
+def purchase_label(receipt_id: str, store) -> str:
+    """How a purchase reads in the member's history."""
+    return _("Purchase %(r)s at %(s)s") % {"r": receipt_id, "s": store.name}
 
 
 def _proportion(points: int, part: Decimal, whole: Decimal) -> int:

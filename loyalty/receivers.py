@@ -1,5 +1,6 @@
 """The loyalty app's subscriptions: thin callers of services, connected in apps.ready()."""
 
+from django.core.signals import request_finished, request_started
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
@@ -30,3 +31,14 @@ def give_profile_completed_points(sender, member, **kwargs):
 @receiver(post_delete, sender=MembershipPlan, dispatch_uid="loyalty-rules-plan-deleted")
 def rules_changed(sender, **kwargs):
     loader.rules_changed()
+
+
+# A request reads the rules' generation token once (loyalty/rules/loader.py).
+@receiver(request_started, dispatch_uid="loyalty-rules-request-started")
+def rules_request_begins(sender, **kwargs):
+    loader.request_begins()
+
+
+@receiver(request_finished, dispatch_uid="loyalty-rules-request-finished")
+def rules_request_ends(sender, **kwargs):
+    loader.request_ends()

@@ -213,13 +213,21 @@ def member_qualification(
 
 
 def members_qualification(
-    *, since: datetime, settings: ProgramSettings, first: int = 0, last: int | None = None
+    *,
+    since: datetime,
+    settings: ProgramSettings,
+    first: int = 0,
+    last: int | None = None,
+    member_ids: Iterable[int] | None = None,
 ) -> dict[int, Decimal]:
     """Qualification of every member with purchases after `since` whose id is in
-    first..last, in ONE aggregate query. Members missing from the answer have 0."""
+    first..last (or in `member_ids`), in ONE aggregate query. Members missing from the
+    answer have 0."""
     purchases = Purchase.objects.filter(occurred_at__gt=since, member_id__gte=first)
     if last is not None:
         purchases = purchases.filter(member_id__lte=last)
+    if member_ids is not None:
+        purchases = purchases.filter(member_id__in=list(member_ids))
     rows = (
         purchases.annotate(counts=_purchase_contribution(settings))
         .values("member_id")
@@ -437,6 +445,51 @@ def tier_upgrade_check(
         if change is not None:
             return change
     return None
+
+
+def tiers_upgrade_many(
+    *, members: list[Member], settings: ProgramSettings, now: datetime | None = None
+) -> dict[int, TierChange]:
+    """`tier_upgrade_check` for many members after a batch of their purchases, in three
+    queries however many (plus two for each member who moves up): the tiers, the members'
+    tier rows (locked, as the single check locks them) and their qualification.
+    Returns {member pk: change} for those who moved up."""
+    from loyalty.rules import loader
+
+    if not members or not loader.tiers_active():
+        return {}
+    now = now or timezone.now()
+    table = TierTable.load()
+    if not table:
+        return {}
+    ids = [m.pk for m in members]
+    held_ids = dict(
+        MemberTier.objects.select_for_update()
+        .filter(member_id__in=ids)
+        .order_by("member_id")
+        .values_list("member_id", "tier_id")
+    )
+    reached_by = members_qualification(
+        since=window_start(now, settings), settings=settings, member_ids=ids
+    )
+    changes = {}
+    for member in members:
+        qualification = reached_by.get(member.pk, _round(0))
+        reached = table.reached(qualification)
+        expected = held_ids.get(member.pk)
+        held = table.held(expected)
+        if reached is None or reached.rank <= _rank(held):
+            continue
+        change = _move_up(
+            member=member, tier=reached, expected_tier_id=expected,
+            from_tier_id=held.pk if held else None, now=now, cause=TierChange.Cause.PURCHASE,
+            details=_details(settings, qualification, reached.threshold),
+        )  # fmt: skip
+        if change is None:  # someone else moved them meanwhile: decide again, singly
+            change = tier_upgrade_check(member=member, settings=settings, now=now)
+        if change is not None:
+            changes[member.pk] = change
+    return changes
 
 
 def _move_up(

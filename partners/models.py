@@ -105,6 +105,15 @@ class ApiKey(models.Model):
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
+class VerbatimTextField(models.TextField):
+    """Text sent as a plain parameter even in bulk inserts. Django's PostgreSQL bulk insert
+    otherwise sends each column as one array, which psycopg quotes in Python, character by
+    character: for long texts (stored answers, 500 to a batch) that took twice as long."""
+
+    def get_placeholder(self, value, compiler, connection):
+        return "%s"
+
+
 class IdempotencyRecord(models.Model):
     """The first response to a state-changing request, written in the same transaction
     as what the request changed, and replayed for a retry with the same key and body."""
@@ -115,7 +124,7 @@ class IdempotencyRecord(models.Model):
     status = models.PositiveSmallIntegerField()
     # Text, not jsonb: a replay must return the very bytes of the first answer, and
     # PostgreSQL's jsonb would reorder its keys.
-    body = models.TextField()
+    body = VerbatimTextField()
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:

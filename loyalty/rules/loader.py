@@ -11,6 +11,7 @@ only when the cache is shared between processes (Redis); with a per-process cach
 (locmem) every call reads the database.
 """
 
+import threading
 from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import replace
@@ -37,6 +38,7 @@ _FIELDS = (
 )  # fmt: skip
 
 _memo: tuple[str, dict] | None = None  # (generation token, {name: value})
+_request = threading.local()  # .active: serving a request; .token: its generation token
 
 
 def _specs_from_rows(rows: Iterable[dict]) -> tuple[RuleSpec, ...]:
@@ -108,14 +110,30 @@ def shared_cache() -> bool:
 
 
 def _generation() -> str | None:
+    """The current generation token: read once per request (a request sees the program
+    as it was when it began, and a batch of 500 sales reads the cache once, not 500
+    times); outside requests (jobs, the shell) on every call."""
+    token = getattr(_request, "token", None)
+    if token is not None:
+        return token
     try:
         token = cache.get(GENERATION_KEY)
         if token is None:
             cache.add(GENERATION_KEY, uuid4().hex, timeout=None)
             token = cache.get(GENERATION_KEY)
-        return token
     except Exception:  # a cache outage must not stop the tills: read the database
         return None
+    if getattr(_request, "active", False):
+        _request.token = token
+    return token
+
+
+def request_begins(**kwargs) -> None:
+    _request.active, _request.token = True, None
+
+
+def request_ends(**kwargs) -> None:
+    _request.active, _request.token = False, None
 
 
 def _cached(name: str, load, uncached):
@@ -144,24 +162,45 @@ def _program_rules(at: datetime) -> tuple[RuleSpec, ...]:
     return _cached("rules", _load, lambda: _load(at))
 
 
+def program_rules() -> tuple[RuleSpec, ...]:
+    """Every switched-on rule of the program, whenever and wherever it applies (cached)."""
+    return _cached("rules", _load, _load)
+
+
 def tiers_multiply() -> bool:
     """Whether any tier changes the earn rate: if none does, and no rule names a minimum
     tier, a purchase need not read the member's tier. Cached like the rules."""
-    query = Tier.objects.exclude(earn_multiplier=1).exists
+
+    def query():  # built only on a miss: building a queryset costs more than the memo
+        return Tier.objects.exclude(earn_multiplier=1).exists()
+
     return _cached("tiers_multiply", query, query)
 
 
 def tiers_active() -> bool:
     """Whether the program has tiers at all: without them a purchase need not measure
     the member's qualification. Cached like the rules."""
-    query = Tier.objects.filter(is_active=True).exists
+
+    def query():
+        return Tier.objects.filter(is_active=True).exists()
+
     return _cached("tiers_active", query, query)
+
+
+def warm() -> None:
+    """Read what every purchase reads, outside a transaction, so that it is cached at once
+    (a copy is kept only once committed): before a batch's one long transaction."""
+    program_rules()
+    tiers_multiply()
+    tiers_active()
+    _entry_tier()
 
 
 def rules_changed() -> None:
     """Make every process reload the rules: now, and again once the change commits."""
     global _memo
     _memo = None
+    _request.token = None
 
     def bump():
         # If the cache is down, the next bump (or the cache's own loss of the key) reloads.
@@ -176,6 +215,7 @@ def forget() -> None:
     """Drop this process's copy (for tests, which empty tables without signals)."""
     global _memo
     _memo = None
+    _request.token = None
 
 
 def active_ruleset(at: datetime | None = None, store=None) -> Ruleset:
@@ -234,7 +274,9 @@ def members_usage(
 
 
 def _entry_tier() -> Tier | None:
-    query = Tier.objects.filter(is_active=True, threshold__lte=0).order_by("rank").first
+    def query():
+        return Tier.objects.filter(is_active=True, threshold__lte=0).order_by("rank").first()
+
     return _cached("entry_tier", query, query)
 
 

@@ -7,6 +7,7 @@ cannot both slip under a cap; once-only awards are also refused by a unique cons
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -125,6 +126,29 @@ def activity_earn(
     return earning, entry
 
 
+@dataclass(frozen=True, slots=True)
+class MemberFacts:
+    """What `purchase_earning` reads about a member, read for many members at once by
+    `members_facts` (a batch of purchases)."""
+
+    plan: "memberships.PlanSpec | None"
+    bought_before: bool
+
+
+def members_facts(
+    *, members: Sequence[Member], at: dict[int, datetime], catalog
+) -> dict[int, MemberFacts]:
+    """MemberFacts of each member (by pk) for a purchase at `at[pk]`, in at most two
+    queries: their paid plans (none when the program has no plans) and whether they
+    bought before (none unless a first-purchase bonus exists)."""
+    ids = [m.pk for m in members]
+    plans = memberships.members_plans_at(at=at, catalog=catalog)
+    bought: set[int] = set()
+    if any(r.kind == RuleKind.FIRST_PURCHASE for r in loader.program_rules()):
+        bought = set(Purchase.objects.filter(member_id__in=ids).values_list("member_id", flat=True))
+    return {pk: MemberFacts(plan=plans.get(pk), bought_before=pk in bought) for pk in ids}
+
+
 def purchase_earning(
     *,
     member: Member,
@@ -134,6 +158,7 @@ def purchase_earning(
     paid: Decimal,
     settings,
     catalog: "memberships.PlanCatalog | None" = None,
+    facts: MemberFacts | None = None,
 ) -> Earning:
     """What a basket earns `member` under the rules in force at `at` in `store` (lines
     with .sku, .category, .amount). Reads only what the rules in force need: the rules
@@ -144,11 +169,15 @@ def purchase_earning(
     applies). Writes nothing: the quote and the purchase both call it, so the quote equals
     the credit. To keep caps exact, purchase_record calls it with the member's accounts
     locked. A plan bought in this basket applies from the next purchase: this one gets
-    the plan's bonus points only."""
+    the plan's bonus points only. `facts`: the member's plan and purchase history, already
+    read (members_facts)."""
     ruleset = loader.active_ruleset(at, store)
     rules = ruleset.for_purchase()
     catalog = catalog if catalog is not None else memberships.plan_catalog()
-    plan = memberships.member_plan_at(member=member, at=at, catalog=catalog)
+    if facts is not None:
+        plan = facts.plan
+    else:
+        plan = memberships.member_plan_at(member=member, at=at, catalog=catalog)
     tier = None
     if (
         any(r.min_tier_rank is not None for r in rules)
@@ -158,7 +187,12 @@ def purchase_earning(
         tier = memberships.effective_tier(loader.member_tier(member), plan)
     rules = [r for r in rules if r.for_tier(tier)]
     first = any(r.kind == RuleKind.FIRST_PURCHASE for r in rules) and (
-        member.pk is None or not Purchase.objects.filter(member=member).exists()
+        member.pk is None
+        or not (
+            facts.bought_before
+            if facts is not None
+            else Purchase.objects.filter(member=member).exists()
+        )
     )
     context = Context(
         tier=tier,

@@ -58,3 +58,13 @@ class MoneySerializer(serializers.Serializer):
 
     def to_representation(self, money):
         return {"amount": format(money.amount, "f"), "currency": money.currency}
+
+
+class JsonObject(serializers.DictField):
+    """A JSON object passed on as it came: its fields are validated by whoever takes it (a
+    batch item's payload, by the endpoint it stands for). DictField would copy it whole."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            self.fail("not_a_dict", input_type=type(data).__name__)
+        return data

@@ -68,16 +68,55 @@ def _lock_and_find(store_id: int, key: str) -> tuple[bool, tuple | None]:
     if connection.vendor != "postgresql":
         found = IdempotencyRecord.objects.filter(store_id=store_id, key=key)
         return True, found.values_list("fingerprint", "status", "body").first()
-    digest = hashlib.sha256(f"{store_id}:{key}".encode()).digest()
     record = IdempotencyRecord._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_try_advisory_xact_lock(%s), r.fingerprint, r.status, r.body "
             f"FROM (SELECT 1) AS one LEFT JOIN {record} AS r ON r.store_id = %s AND r.key = %s",
-            [int.from_bytes(digest[:8], "big", signed=True), store_id, key],
+            [_lock_id(store_id, key), store_id, key],
         )
         locked, *stored = cursor.fetchone()
     return locked, (tuple(stored) if stored[0] is not None else None)
+
+
+def _lock_id(store_id: int, key: str) -> int:
+    digest = hashlib.sha256(f"{store_id}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def locks_and_find(store_id: int, keys: list[str]) -> dict[str, tuple[bool, tuple | None]]:
+    """`_lock_and_find` for many keys of one store in one round trip (a batch):
+    {key: (locked, stored answer or None)}."""
+    if not keys:
+        return {}
+    if connection.vendor != "postgresql":
+        rows = IdempotencyRecord.objects.filter(store_id=store_id, key__in=keys)
+        stored = {
+            k: tuple(rest) for k, *rest in rows.values_list("key", "fingerprint", "status", "body")
+        }
+        return {key: (True, stored.get(key)) for key in keys}
+    record = IdempotencyRecord._meta.db_table
+    rows = ", ".join(["(%s, %s::bigint)"] * len(keys))  # VALUES: arrays are slow to send
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT k.key, pg_try_advisory_xact_lock(k.lock), r.fingerprint, r.status, r.body "
+            f"FROM (VALUES {rows}) AS k(key, lock) "
+            f"LEFT JOIN {record} AS r ON r.store_id = %s AND r.key = k.key",
+            [*(v for key in keys for v in (key, _lock_id(store_id, key))), store_id],
+        )
+        rows = cursor.fetchall()
+    return {
+        key: (locked, (fp, status, body) if fp is not None else None)
+        for key, locked, fp, status, body in rows
+    }
+
+
+def record_new(*, store: Store, key: str, fingerprint: str, status: int, body) -> IdempotencyRecord:
+    """The (unsaved) record of a key's first answer."""
+    return IdempotencyRecord(
+        store=store, key=key, fingerprint=fingerprint, status=status,
+        body=json.dumps(body, ensure_ascii=False, cls=DjangoJSONEncoder),
+    )  # fmt: skip
 
 
 class _Refused(Exception):
@@ -87,11 +126,32 @@ class _Refused(Exception):
         self.error = error
 
 
-def _answer(error: Exception) -> tuple[int, dict]:
+def answer_for(error: Exception) -> tuple[int, dict]:
+    """The (status, body) a business error answers, to store for its key; re-raises
+    anything else (a bug, or an answer that depends on the moment, like throttling)."""
     found = problem_for(error)
     if found is None or found[0] >= 500 or found[2]:
         raise error  # a bug, or an answer that depends on the moment (throttling): don't store
     return found[0], found[1]
+
+
+def outcome_settled(locked: bool, stored: tuple | None, fingerprint: str) -> Outcome | None:
+    """What `_lock_and_find` (or `locks_and_find`) already decides: the stored answer
+    replayed, or the key in use or reused (raised); None when the request is to run."""
+    if not locked:
+        raise ApiProblem(
+            "idempotency_key_in_use",
+            409,
+            _("A request with this Idempotency-Key is still running; retry shortly."),
+        )
+    if stored is None:
+        return None
+    if stored[0] != fingerprint:
+        raise ApiProblem(
+            "idempotency_key_reused", 422,
+            _("This Idempotency-Key was used with another request; use a new key for it."),
+        )  # fmt: skip
+    return Outcome(stored[1], json.loads(stored[2]), replayed=True)
 
 
 def _run(*, store: Store, key: str, fingerprint: str, handler, savepoint: bool) -> Outcome:
@@ -99,24 +159,14 @@ def _run(*, store: Store, key: str, fingerprint: str, handler, savepoint: bool) 
     answer. A business error is stored at once under `savepoint` (which undoes just the
     handler's writes); otherwise it is raised as _Refused, to be stored after rollback."""
     locked, stored = _lock_and_find(store.pk, key)
-    if not locked:
-        raise ApiProblem(
-            "idempotency_key_in_use",
-            409,
-            _("A request with this Idempotency-Key is still running; retry shortly."),
-        )
-    if stored is not None:
-        if stored[0] != fingerprint:
-            raise ApiProblem(
-                "idempotency_key_reused", 422,
-                _("This Idempotency-Key was used with another request; use a new key for it."),
-            )  # fmt: skip
-        return Outcome(stored[1], json.loads(stored[2]), replayed=True)
+    settled = outcome_settled(locked, stored, fingerprint)
+    if settled is not None:
+        return settled
     if savepoint:
         try:
             status, body = _in_savepoint(handler)
         except Exception as exc:
-            status, body = _answer(exc)
+            status, body = answer_for(exc)
     else:
         try:
             status, body = handler()
@@ -124,10 +174,9 @@ def _run(*, store: Store, key: str, fingerprint: str, handler, savepoint: bool) 
             # Judged after the rollback: describing it may need the database, which a
             # failed statement has left unusable until then.
             raise _Refused(exc) from exc
-    IdempotencyRecord.objects.create(
-        store=store, key=key, fingerprint=fingerprint, status=status,
-        body=json.dumps(body, ensure_ascii=False, cls=DjangoJSONEncoder),
-    )  # fmt: skip
+    record_new(store=store, key=key, fingerprint=fingerprint, status=status, body=body).save(
+        force_insert=True
+    )
     return Outcome(status, body)
 
 
@@ -160,7 +209,7 @@ def run_idempotent(
             with transaction.atomic(durable=True):
                 return run(handler=handler, savepoint=False)
         except _Refused as refused:
-            answer = _answer(refused.error)
+            answer = answer_for(refused.error)
             with transaction.atomic(durable=True):
                 return run(handler=lambda: answer, savepoint=False)  # noqa: B023
         except IntegrityError:
