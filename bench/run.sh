@@ -143,9 +143,21 @@ wrk_run "$WARMUP" warmup >/dev/null
 WARM=$(grep '^BENCH ' "$OUT/wrk-warmup.txt") || die "wrk warm-up printed no result"
 [ "$(field "$WARM" non201)" = 0 ] || { grep BENCH "$OUT/wrk-warmup.txt"; die "errors during warm-up"; }
 log "wrk: ${DURATION} s, $CONNECTIONS connections, $WRK_THREADS threads"
-wrk_run "$DURATION" main
+# CPU per process while wrk runs (it must still be running at the second snapshot):
+# from 2 s in to 2 s before the end, as CPU seconds per second, divided by the rate below.
+wrk_run "$DURATION" main >/dev/null &
+WRK_PID=$!
+SAMPLE=$((DURATION > 6 ? DURATION - 4 : 1))
+sleep 2
+"$PY" "$BENCH/cpu_split.py" snapshot >"$OUT/cpu-before.json"
+sleep "$SAMPLE"
+"$PY" "$BENCH/cpu_split.py" snapshot >"$OUT/cpu-after.json"
+wait "$WRK_PID"
+cat "$OUT/wrk-main.txt"
 WRK=$(grep '^BENCH ' "$OUT/wrk-main.txt") || die "wrk printed no result"
 RPS=$(field "$WRK" rps)
+CPU=$("$PY" "$BENCH/cpu_split.py" per-request "$OUT/cpu-before.json" "$OUT/cpu-after.json" \
+  "$(awk -v r="$RPS" -v s="$SAMPLE" 'BEGIN { printf "%d", r * s }')")
 WRK_ERRORS=$(($(field "$WRK" non201) + $(field "$WRK" connect_errors) + $(field "$WRK" read_errors) \
   + $(field "$WRK" write_errors) + $(field "$WRK" timeouts)))
 
@@ -188,6 +200,7 @@ latency ms   : p50 $(field "$WRK" p50_ms)  p95 $(field "$WRK" p95_ms)  p99 $(fie
 errors       : $WRK_ERRORS   (non-201 $(field "$WRK" non201), socket $(($(field "$WRK" connect_errors) + $(field "$WRK" read_errors) + $(field "$WRK" write_errors))), timeouts $(field "$WRK" timeouts); statuses $(field "$WRK" statuses))
 requests     : $(field "$WRK" requests) in $(field "$WRK" seconds) s
 batch sync   : $(field "$BATCH" items) purchases in $(field "$BATCH" seconds) s ($(field "$BATCH" items_per_s)/s, slowest batch $(field "$BATCH" slowest_batch_s) s), errors $(field "$BATCH" errors)   (target <= 10 s)
+cpu/purchase : app $(field "$CPU" app_ms) ms, PostgreSQL $(field "$CPU" postgres_ms), Redis $(field "$CPU" redis_ms), wrk $(field "$CPU" wrk_ms), other $(field "$CPU" other_ms); total $(field "$CPU" total_ms) ms of the $(awk -v c="$(nproc)" 'BEGIN { printf "%.1f", c * 1000 / 500 }') ms that $(nproc) cores give each of 500 purchases/s
 db ceiling   : pgbench $TPS tps, latency avg $PG_LAT ms ($CONNECTIONS clients, $STATEMENTS statements/purchase)
 ratio        : API/ceiling = $RATIO
 files        : $OUT

@@ -21,3 +21,12 @@ class ReusingRedisCache(RedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
         self._class = _ReusingClient
+
+    def count(self, key: str, timeout: int) -> int:
+        """Add one to a counter that lives `timeout` seconds from its first count, and
+        return it: one round trip (Django's incr is two, and needs the key to exist)."""
+        key = self.make_and_validate_key(key)
+        pipe = self._cache.get_client(key, write=True).pipeline(transaction=False)
+        pipe.set(key, 0, ex=timeout, nx=True)
+        pipe.incr(key)
+        return pipe.execute()[1]

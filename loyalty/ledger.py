@@ -21,6 +21,7 @@ from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from loyalty import request_memo
 from loyalty.exceptions import (
     AlreadyReversed,
     InsufficientPoints,
@@ -114,7 +115,11 @@ def _settings_cache_key() -> str:
 
 def program_settings() -> ProgramSettings:
     """The program's settings, read through the cache (shared by every process when
-    REDIS_URL is set). Saving them clears it (`program_settings_forget`)."""
+    REDIS_URL is set), once per request. Saving them clears it (`program_settings_forget`)."""
+    return request_memo.remembered(_settings_cache_key(), _program_settings_read)
+
+
+def _program_settings_read() -> ProgramSettings:
     key = _settings_cache_key()
     settings = cache.get(key)
     if settings is None:
@@ -127,6 +132,7 @@ def program_settings_forget() -> None:
     """Drop the cached settings now and again at commit, so no process keeps reading the
     old values, nor caches the new ones before they are committed."""
     key = _settings_cache_key()
+    request_memo.forget(key)
     cache.delete(key)
     transaction.on_commit(lambda: cache.delete(key))
 
@@ -134,6 +140,7 @@ def program_settings_forget() -> None:
 def caches_clear() -> None:
     """For tests, which empty the database under the caches."""
     _system_accounts.clear()
+    request_memo.forget(_settings_cache_key())
     cache.delete(_settings_cache_key())
 
 

@@ -4,6 +4,7 @@ from django.core.signals import request_finished, request_started
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
+from loyalty import request_memo
 from loyalty.models import EarningRule, MembershipPlan, Tier
 from loyalty.rules import loader, services
 from members.signals import member_enrolled, member_profile_completed
@@ -33,12 +34,12 @@ def rules_changed(sender, **kwargs):
     loader.rules_changed()
 
 
-# A request reads the rules' generation token once (loyalty/rules/loader.py).
-@receiver(request_started, dispatch_uid="loyalty-rules-request-started")
-def rules_request_begins(sender, **kwargs):
-    loader.request_begins()
+# A request reads the program's rules token and settings once (loyalty/request_memo.py).
+@receiver(request_started, dispatch_uid="loyalty-request-memo-begins")
+def request_memo_begins(sender, **kwargs):
+    request_memo.request_begins()
 
 
-@receiver(request_finished, dispatch_uid="loyalty-rules-request-finished")
-def rules_request_ends(sender, **kwargs):
-    loader.request_ends()
+@receiver(request_finished, dispatch_uid="loyalty-request-memo-ends")
+def request_memo_ends(sender, **kwargs):
+    request_memo.request_ends()

@@ -11,7 +11,6 @@ only when the cache is shared between processes (Redis); with a per-process cach
 (locmem) every call reads the database.
 """
 
-import threading
 from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import replace
@@ -25,7 +24,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from loyalty import tiers
+from loyalty import request_memo, tiers
 from loyalty.models import EarningRule, RuleAward, Tier
 from loyalty.rules.engine import Ruleset, RuleSpec, Usage, normalise, period_bounds
 
@@ -38,7 +37,6 @@ _FIELDS = (
 )  # fmt: skip
 
 _memo: tuple[str, dict] | None = None  # (generation token, {name: value})
-_request = threading.local()  # .active: serving a request; .token: its generation token
 
 
 def _specs_from_rows(rows: Iterable[dict]) -> tuple[RuleSpec, ...]:
@@ -110,30 +108,19 @@ def shared_cache() -> bool:
 
 
 def _generation() -> str | None:
-    """The current generation token: read once per request (a request sees the program
-    as it was when it began, and a batch of 500 sales reads the cache once, not 500
-    times); outside requests (jobs, the shell) on every call."""
-    token = getattr(_request, "token", None)
-    if token is not None:
-        return token
+    """The current generation token, read once per request (loyalty/request_memo.py)."""
+    return request_memo.remembered(GENERATION_KEY, _generation_read)
+
+
+def _generation_read() -> str | None:
     try:
         token = cache.get(GENERATION_KEY)
         if token is None:
             cache.add(GENERATION_KEY, uuid4().hex, timeout=None)
             token = cache.get(GENERATION_KEY)
+        return token
     except Exception:  # a cache outage must not stop the tills: read the database
         return None
-    if getattr(_request, "active", False):
-        _request.token = token
-    return token
-
-
-def request_begins(**kwargs) -> None:
-    _request.active, _request.token = True, None
-
-
-def request_ends(**kwargs) -> None:
-    _request.active, _request.token = False, None
 
 
 def _cached(name: str, load, uncached):
@@ -200,7 +187,7 @@ def rules_changed() -> None:
     """Make every process reload the rules: now, and again once the change commits."""
     global _memo
     _memo = None
-    _request.token = None
+    request_memo.forget(GENERATION_KEY)
 
     def bump():
         # If the cache is down, the next bump (or the cache's own loss of the key) reloads.
@@ -215,7 +202,7 @@ def forget() -> None:
     """Drop this process's copy (for tests, which empty tables without signals)."""
     global _memo
     _memo = None
-    _request.token = None
+    request_memo.forget(GENERATION_KEY)
 
 
 def active_ruleset(at: datetime | None = None, store=None) -> Ruleset:

@@ -31,11 +31,17 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         self.window_ends = (window + 1) * self.duration
         self.now = now
         key = f"{ident}:{window}"
-        try:
-            count = cache.incr(key)
-        except ValueError:  # the window's first request (or a race for it)
-            count = 1 if cache.add(key, 1, timeout=self.duration + 1) else cache.incr(key)
-        return count <= self.num_requests
+        return _count(key, timeout=self.duration + 1) <= self.num_requests
 
     def wait(self):
         return max(1.0, self.window_ends - self.now)
+
+
+def _count(key: str, *, timeout: int) -> int:
+    """The window's count after this request: one Redis round trip (config.cache)."""
+    if hasattr(cache, "count"):  # config.cache.ReusingRedisCache
+        return cache.count(key, timeout)
+    try:
+        return cache.incr(key)
+    except ValueError:  # the window's first request (or a race for it)
+        return 1 if cache.add(key, 1, timeout=timeout) else cache.incr(key)

@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from unittest.mock import patch
 
 import pytest
 from django.utils import timezone
@@ -374,6 +375,34 @@ def test_purchase_query_count_does_not_grow_with_history(
     assert response.json()["points_balance"] == 5 * history + 2 * 49
     statements = [q["sql"].split()[0] for q in captured]
     assert statements.count("SELECT") <= 4  # lock, idempotency key, member + accounts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_purchase_makes_four_cache_round_trips(api_client, member, shared_cache):
+    """In steady state a purchase asks the shared cache four things, once each: the API key,
+    the rate-limit count (one pipelined round trip), the rules' generation and the program
+    settings, however often the purchase reads them."""
+    import redis.client
+
+    assert post(api_client, "purchases", purchase_payload(member, receipt="W")).status_code == 201
+    trips = []
+    real_command, real_pipeline = redis.client.Redis.execute_command, redis.client.Pipeline.execute
+
+    def command(client, *args, **kwargs):
+        trips.append(args[0])
+        return real_command(client, *args, **kwargs)
+
+    def pipeline(pipe, *args, **kwargs):
+        trips.append("PIPELINE")
+        return real_pipeline(pipe, *args, **kwargs)
+
+    with (
+        patch.object(redis.client.Redis, "execute_command", command),
+        patch.object(redis.client.Pipeline, "execute", pipeline),
+    ):
+        response = post(api_client, "purchases", purchase_payload(member, receipt="Q"))
+    assert response.status_code == 201
+    assert sorted(trips) == ["GET", "GET", "GET", "PIPELINE"]
 
 
 @pytest.mark.django_db(transaction=True)
