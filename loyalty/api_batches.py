@@ -29,6 +29,7 @@ from loyalty.api import (
     return_handler,
     validated,
 )
+from loyalty.db_copy import objects_insert
 from loyalty.ledger import members_lock_by_cards
 from loyalty.models import Purchase
 from loyalty.purchases_bulk import Sale, program_warm, purchases_record_many, sale_is_plain
@@ -233,7 +234,7 @@ class BatchSync:
                                status=status, body=body)
                     for item, status, body in answered
                 ]  # fmt: skip
-                IdempotencyRecord.objects.bulk_create(records)
+                objects_insert(IdempotencyRecord, records)
         except IntegrityError:
             # A concurrent request recorded one of these receipts or keys meanwhile: the
             # run is undone; the single way finds what it recorded and answers so.

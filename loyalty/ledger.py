@@ -22,6 +22,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from loyalty import request_memo
+from loyalty.db_copy import objects_insert
 from loyalty.exceptions import (
     AlreadyReversed,
     InsufficientPoints,
@@ -379,7 +380,8 @@ def credits_post(
     counter = counter or system_account(AccountKind.ISSUANCE)
     if counter.kind in MEMBER_KINDS:
         raise InvalidAccount("Points cannot come from a member account.")
-    entries = JournalEntry.objects.bulk_create(
+    entries = objects_insert(
+        JournalEntry,
         [
             _entry_new(
                 member=one.member,
@@ -390,7 +392,8 @@ def credits_post(
                 details=one.details,
             )
             for one in credits
-        ]
+        ],
+        ids=True,
     )
     postings, lots, moved = [], [], {}
     for one, entry in zip(credits, entries, strict=True):
@@ -413,8 +416,8 @@ def credits_post(
             pending=pending, matures_at=one.pending_until if pending else None,
         )  # fmt: skip
         lots.append(lot)
-    Posting.objects.bulk_create(postings)
-    Lot.objects.bulk_create(lots)
+    objects_insert(Posting, postings)
+    objects_insert(Lot, lots)
     _balances_move(moved)
     return entries
 

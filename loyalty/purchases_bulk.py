@@ -14,6 +14,7 @@ from decimal import Decimal
 from django.utils import timezone
 
 from loyalty import ledger, memberships, tiers
+from loyalty.db_copy import objects_insert
 from loyalty.ledger import Cause, Credit
 from loyalty.models import AccountKind, Purchase, PurchaseLine, RuleAward
 from loyalty.purchases import (
@@ -91,21 +92,25 @@ def purchases_record_many(
     if credits:
         posted = ledger.credits_post(credits, cause=cause, settings=settings)
         entries = dict(zip(credited, posted, strict=True))
-    purchases = Purchase.objects.bulk_create(
-        Purchase(
-            store=store,
-            member=sales[i].member,
-            receipt_id=sales[i].receipt_id,
-            occurred_at=sales[i].occurred_at,
-            currency=sales[i].currency,
-            total=sales[i].total,
-            points_earned=earning.points,
-            points_redeemed=0,
-            breakdown=earning.breakdown,
-            earn_entry=entries.get(i),
-            redeem_entry=None,
-        )
-        for i, earning in earnings.items()
+    purchases = objects_insert(
+        Purchase,
+        [
+            Purchase(
+                store=store,
+                member=sales[i].member,
+                receipt_id=sales[i].receipt_id,
+                occurred_at=sales[i].occurred_at,
+                currency=sales[i].currency,
+                total=sales[i].total,
+                points_earned=earning.points,
+                points_redeemed=0,
+                breakdown=earning.breakdown,
+                earn_entry=entries.get(i),
+                redeem_entry=None,
+            )
+            for i, earning in earnings.items()
+        ],
+        ids=True,
     )
     lines = []
     for (i, earning), purchase in zip(earnings.items(), purchases, strict=True):
@@ -125,20 +130,23 @@ def purchases_record_many(
         ]
         lines += purchase.recorded_lines
         results[i] = purchase
-    PurchaseLine.objects.bulk_create(lines)
-    RuleAward.objects.bulk_create(
-        RuleAward(
-            rule_id=award.rule_id,
-            member=sales[i].member,
-            points=award.points,
-            occurred_at=sales[i].occurred_at,
-            slot=award.slot or "",
-            entry=entries.get(i),
-            purchase=results[i],
-        )
-        for i, earning in earnings.items()
-        for award in earning.awards
-        if award.points > 0
+    objects_insert(PurchaseLine, lines)
+    objects_insert(
+        RuleAward,
+        [
+            RuleAward(
+                rule_id=award.rule_id,
+                member=sales[i].member,
+                points=award.points,
+                occurred_at=sales[i].occurred_at,
+                slot=award.slot or "",
+                entry=entries.get(i),
+                purchase=results[i],
+            )
+            for i, earning in earnings.items()
+            for award in earning.awards
+            if award.points > 0
+        ],
     )
     # Reaching a tier takes effect with the purchase, as for a single one; the sales are of
     # distinct members, so none of them earns at a tier another one of them changed.

@@ -1,7 +1,9 @@
 import os
 
 import pytest
+from django.conf import settings
 from django.db import connection
+from django.utils import translation
 
 from loyalty import ledger
 from loyalty.ledger import Cause
@@ -27,6 +29,14 @@ def _fresh_caches():
     yield
     ledger.caches_clear()
     rules_loader.forget()
+
+
+@pytest.fixture(autouse=True)
+def _default_language():
+    """A request in Turkish leaves Turkish active in the thread (LocaleMiddleware sets it
+    per request and nothing resets it): the next test must start in the default again."""
+    yield
+    translation.activate(settings.LANGUAGE_CODE)
 
 
 @pytest.fixture
