@@ -26,6 +26,7 @@ from loyalty.api import (
     _lines,
     purchase_body,
     purchase_handler,
+    represented,
     return_handler,
     validated,
 )
@@ -139,8 +140,6 @@ class BatchSync:
     def __init__(self, store, cause):
         self.store, self.cause = store, cause
         self.catalog = memberships.plan_catalog()
-        # One validator for every item: DRF copies a serializer's fields per instance.
-        self.validator = PurchaseInSerializer()
         self.results: list[dict | None] = []
         self._run_reset()
 
@@ -199,7 +198,7 @@ class BatchSync:
 
     def _purchase(self, item: _Item) -> None:
         try:
-            values = self.validator.run_validation(item.payload)
+            values = validated(PurchaseInSerializer, item.payload)
         except serializers.ValidationError as invalid:
             status, body = answer_for(invalid)
             self.answered.append((item, status, body))
@@ -276,7 +275,7 @@ class BatchSync:
         recorded = [
             (item, o) for item, o in zip(chosen, outcomes, strict=True) if isinstance(o, Purchase)
         ]
-        bodies = PurchaseOutSerializer([purchase_body(o) for _, o in recorded], many=True).data
+        bodies = [represented(PurchaseOutSerializer, purchase_body(o)) for _, o in recorded]
         answers = {
             item.index: (201, body) for (item, _), body in zip(recorded, bodies, strict=True)
         }

@@ -73,6 +73,20 @@ def test_quote_writes_nothing_and_equals_what_the_purchase_credits(api_client, m
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("body", ["null", "[]", '"text"', "42"])
+def test_a_body_that_is_not_an_object_is_a_validation_error(api_client, body):
+    response = api_client.post(
+        "/api/v1/purchases", data=body, content_type="application/json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )  # fmt: skip
+    assert response.status_code == 400
+    problem = response.json()
+    assert problem["code"] == "validation_error"
+    assert problem["errors"]  # says what is wrong: the fields it needs, or that it is no object
+    assert ledger_size() == (0, 0)
+
+
+@pytest.mark.django_db
 def test_purchase_points_wait_pending_through_the_return_window(api_client, member):
     settings = program_settings()
     settings.pending_days = 14
