@@ -197,8 +197,9 @@ def member_lock_by_card(card_number: str) -> tuple[Member, MemberAccounts]:
 def members_lock_by_cards(card_numbers) -> dict[str, tuple[Member, MemberAccounts]]:
     """`member_lock_by_card` for many cards, in one query when every member has their
     accounts (three more for those who don't yet): {card: (member, accounts)}. Unknown
-    cards are left out. Accounts are locked in pk order, as every locker does, so batches
-    and single requests never deadlock."""
+    cards are left out. The accounts are locked in pk order, as single requests lock theirs,
+    so a batch and a single request never deadlock. (Two batches syncing the same members
+    at once can, across their runs: PostgreSQL then fails one, and its till re-sends it.)"""
     _require_atomic()
     cards = list(card_numbers)
     found = _members_accounts_locked(cards)
