@@ -204,16 +204,7 @@ def purchase_record(
     except IntegrityError:
         raise ReceiptTaken(store=store, receipt_id=receipt_id) from None
     purchase.recorded_lines = PurchaseLine.objects.bulk_create(
-        PurchaseLine(
-            purchase=purchase,
-            position=i,
-            sku=line.sku,
-            category=line.category,
-            quantity=line.quantity,
-            unit_price=line.unit_price,
-            points=points,
-        )
-        for i, (line, points) in enumerate(zip(lines, quote.line_points, strict=True))
+        purchase_lines_new(purchase, lines, quote.line_points)
     )
     rules_services.awards_record(
         member=member, awards=quote.awards, at=occurred_at, entry=earn_entry, purchase=purchase
@@ -227,6 +218,24 @@ def purchase_record(
     purchase.points_balance = accounts.available.balance
     purchase.points_pending = accounts.pending.balance
     return purchase
+
+
+def purchase_lines_new(
+    purchase: Purchase, lines: list[LineIn], line_points: list[int]
+) -> list[PurchaseLine]:
+    """The (unsaved) lines of a purchase, each with the points it earned."""
+    return [
+        PurchaseLine(
+            purchase=purchase,
+            position=i,
+            sku=line.sku,
+            category=line.category,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            points=points,
+        )
+        for i, (line, points) in enumerate(zip(lines, line_points, strict=True))
+    ]
 
 
 def pending_until_for(occurred_at: datetime, settings: ProgramSettings) -> datetime | None:

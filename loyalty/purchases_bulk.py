@@ -23,6 +23,7 @@ from loyalty.purchases import (
     currency_check,
     pending_until_for,
     purchase_label,
+    purchase_lines_new,
 )
 from loyalty.rules import loader
 from loyalty.rules import services as rules_services
@@ -114,40 +115,17 @@ def purchases_record_many(
     )
     lines = []
     for (i, earning), purchase in zip(earnings.items(), purchases, strict=True):
-        purchase.recorded_lines = [
-            PurchaseLine(
-                purchase=purchase,
-                position=n,
-                sku=line.sku,
-                category=line.category,
-                quantity=line.quantity,
-                unit_price=line.unit_price,
-                points=points,
-            )
-            for n, (line, points) in enumerate(
-                zip(sales[i].lines, earning.line_points, strict=True)
-            )
-        ]
+        purchase.recorded_lines = purchase_lines_new(purchase, sales[i].lines, earning.line_points)
         lines += purchase.recorded_lines
         results[i] = purchase
     objects_insert(PurchaseLine, lines)
-    objects_insert(
-        RuleAward,
-        [
-            RuleAward(
-                rule_id=award.rule_id,
-                member=sales[i].member,
-                points=award.points,
-                occurred_at=sales[i].occurred_at,
-                slot=award.slot or "",
-                entry=entries.get(i),
-                purchase=results[i],
-            )
-            for i, earning in earnings.items()
-            for award in earning.awards
-            if award.points > 0
-        ],
-    )
+    awards = []
+    for i, earning in earnings.items():
+        awards += rules_services.awards_new(
+            member=sales[i].member, awards=earning.awards, at=sales[i].occurred_at,
+            entry=entries.get(i), purchase=results[i],
+        )  # fmt: skip
+    objects_insert(RuleAward, awards)
     # Reaching a tier takes effect with the purchase, as for a single one; the sales are of
     # distinct members, so none of them earns at a tier another one of them changed.
     changes = tiers.tiers_upgrade_many(

@@ -65,7 +65,24 @@ def awards_record(
     event: ActivityEvent | None = None,
 ) -> None:
     """One RuleAward per rule that gave points, in the caller's transaction (one query)."""
-    rows = [
+    rows = awards_new(
+        member=member, awards=awards, at=at, entry=entry, purchase=purchase, event=event
+    )
+    if rows:
+        RuleAward.objects.bulk_create(rows)
+
+
+def awards_new(
+    *,
+    member: Member,
+    awards: list[Award],
+    at: datetime,
+    entry: JournalEntry | None,
+    purchase: Purchase | None = None,
+    event: ActivityEvent | None = None,
+) -> list[RuleAward]:
+    """The (unsaved) RuleAwards of the rules that gave points."""
+    return [
         RuleAward(
             rule_id=award.rule_id,
             member=member,
@@ -79,8 +96,6 @@ def awards_record(
         for award in awards
         if award.points > 0
     ]
-    if rows:
-        RuleAward.objects.bulk_create(rows)
 
 
 def _activity_label(earning: Earning) -> str:
