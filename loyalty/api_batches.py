@@ -234,9 +234,12 @@ class BatchSync:
                     for item, status, body in answered
                 ]  # fmt: skip
                 objects_insert(IdempotencyRecord, records)
-        except IntegrityError:
-            # A concurrent request recorded one of these receipts or keys meanwhile: the
-            # run is undone; the single way finds what it recorded and answers so.
+        except Exception as exc:
+            # The run is undone and its items go the single way, where each stands alone:
+            # a concurrent request recorded one of these receipts or keys meanwhile (the
+            # single way finds it and answers so), or a bug, which then fails one item only.
+            if not isinstance(exc, IntegrityError):
+                problems.log.exception("Batch run failed; its items go one by one", exc_info=exc)
             later = sorted([p.item for p in plain] + [item for item, _, _ in answered],
                            key=lambda item: item.index)  # fmt: skip
         for item in later:

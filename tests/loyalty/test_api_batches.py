@@ -365,3 +365,19 @@ def test_a_receipt_recorded_meanwhile_by_another_till_undoes_the_run_and_answers
     assert (
         members[0].accounts.get(kind="member").balance == results[0]["body"]["points_balance"] > 0
     )
+
+
+@pytest.mark.django_db
+def test_a_run_that_fails_on_our_side_is_redone_item_by_item(api_client, monkeypatch):
+    """A bug in the set-based path must cost no sale: the run is undone and each of its
+    sales goes the single way."""
+    cards = [MemberFactory().card_number for _ in range(3)]
+
+    def broken(**kwargs):
+        raise RuntimeError("a bug in the set-based path")
+
+    monkeypatch.setattr("loyalty.api_batches.purchases_record_many", broken)
+    response = api_client.post("/api/v1/batches", plain_batch(cards, "bug"), format="json")
+    assert [r["status"] for r in response.json()["results"]] == [201, 201, 201]
+    assert Purchase.objects.count() == 3
+    assert JournalEntry.objects.filter(kind="earn").count() == 3
