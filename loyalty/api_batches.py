@@ -9,6 +9,7 @@ purchase in a run, a repeated key) goes the single way, in order, in a savepoint
 own. A run that collides with a concurrent request is undone and redone the single way.
 """
 
+import uuid
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
@@ -31,9 +32,10 @@ from loyalty.api import (
     validated,
 )
 from loyalty.db_copy import objects_insert
-from loyalty.ledger import members_lock_by_cards
+from loyalty.ledger import members_lock_by_cards, members_lock_up_front
 from loyalty.models import Purchase
 from loyalty.purchases_bulk import Sale, program_warm, purchases_record_many, sale_is_plain
+from members.cards import card_number_is_valid
 from partners.api import problems
 from partners.api.fields import JsonObject
 from partners.api.idempotency import (
@@ -50,6 +52,14 @@ from partners.api.views import ApiView
 from partners.models import IdempotencyRecord
 
 PURCHASES_PATH = "/api/v1/purchases"
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 class BatchItemSerializer(serializers.Serializer):
@@ -154,30 +164,51 @@ class BatchSync:
         self.results = [None] * len(prepared)
         keys = list(dict.fromkeys(item.key for item in prepared if item.error is None))
         found = locks_and_find(self.store.pk, keys)
+        todo: list[tuple[_Item, bool]] = []  # (item, its key came earlier in the batch)
         seen: set[str] = set()
         for item in prepared:
             if item.error is not None:
                 self._error(item, item.error)
-                continue
-            if item.key in seen:  # a key twice: the second answers as a retry would
-                self._flush()
-                self._single(item)
-                continue
-            seen.add(item.key)
-            try:
-                settled = outcome_settled(*found[item.key], item.fingerprint)
-            except ApiProblem as problem:
-                self._error(item, problem)
-                continue
-            if settled is not None:
-                self._result(item, settled.status, settled.body)
-            elif item.kind == "purchase":
-                self._purchase(item)
+            elif item.key in seen:
+                todo.append((item, True))
             else:
+                seen.add(item.key)
+                try:
+                    settled = outcome_settled(*found[item.key], item.fingerprint)
+                except ApiProblem as problem:
+                    self._error(item, problem)
+                    continue
+                if settled is not None:
+                    self._result(item, settled.status, settled.body)
+                else:
+                    todo.append((item, False))
+        self._members_lock([item for item, _ in todo])
+        for item, repeated in todo:
+            if repeated or item.kind != "purchase":  # a repeat answers as a retry would
                 self._flush()
                 self._single(item)
+            else:
+                self._purchase(item)
         self._flush()
         return self.results
+
+    def _members_lock(self, items: list[_Item]) -> None:
+        """Lock every member the items name before writing any (see members_lock_up_front);
+        ill-formed cards and ids are left to the items' own validation."""
+        cards, purchase_ids = [], []
+        for item in items:
+            if item.kind == "purchase":
+                card = item.payload.get("card_number")
+                if isinstance(card, str) and card_number_is_valid(card):
+                    cards.append(card)
+            elif _is_uuid(item.purchase_id):
+                purchase_ids.append(item.purchase_id)
+        members = None
+        if purchase_ids:
+            members = Purchase.objects.filter(store=self.store, public_id__in=purchase_ids).values(
+                "member_id"
+            )
+        members_lock_up_front(cards=cards, member_ids=members)
 
     def _prepare(self, index: int, item: dict) -> _Item:
         key, kind, payload = item["idempotency_key"], item["kind"], item["payload"]

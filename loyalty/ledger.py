@@ -198,25 +198,51 @@ def members_lock_by_cards(card_numbers) -> dict[str, tuple[Member, MemberAccount
     """`member_lock_by_card` for many cards, in one query when every member has their
     accounts (three more for those who don't yet): {card: (member, accounts)}. Unknown
     cards are left out. The accounts are locked in pk order, as single requests lock theirs,
-    so a batch and a single request never deadlock. (Two batches syncing the same members
-    at once can, across their runs: PostgreSQL then fails one, and its till re-sends it.)"""
+    so a batch and a single request never deadlock."""
     _require_atomic()
     cards = list(card_numbers)
     found = _members_accounts_locked(cards)
     missing = [card for card in cards if card not in found]
-    if missing:  # first use: make their accounts (the member rows must stay meanwhile)
-        ids = list(
-            Member.objects.select_for_update(no_key=True)
-            .filter(card_number__in=missing)
-            .values_list("pk", flat=True)
-        )
-        if ids:
-            Account.objects.bulk_create(
-                [Account(member_id=pk, kind=kind) for pk in ids for kind in MEMBER_KINDS],
-                ignore_conflicts=True,
-            )
-            found |= _members_accounts_locked(missing)
+    if missing and _accounts_make(missing):
+        found |= _members_accounts_locked(missing)
     return found
+
+
+def members_lock_up_front(*, cards: list[str], member_ids=None) -> None:
+    """Lock, before a long transaction writes anything, the accounts of every member it
+    may touch (by card, or `member_ids`, a list or a subquery), in one statement and so in
+    pk order, making those not made yet. Its later locks then take rows it holds already.
+    A batch needs this: each of its runs locks in pk order, but the runs follow the batch's
+    order, so two batches syncing the same members at once could deadlock across runs."""
+    _require_atomic()
+    where = Q(member__card_number__in=cards)
+    if member_ids is not None:
+        where |= Q(member_id__in=member_ids)
+    found = set(
+        Account.objects.select_for_update(of=("self",))
+        .filter(where)
+        .order_by("pk")
+        .values_list("member__card_number", flat=True)
+    )
+    missing = [card for card in cards if card not in found]
+    if missing:
+        _accounts_make(missing)
+
+
+def _accounts_make(cards: list[str]) -> bool:
+    """First use: make the accounts of these cards' members (whose rows must stay
+    meanwhile). Whether any of the cards is a member's."""
+    ids = list(
+        Member.objects.select_for_update(no_key=True)
+        .filter(card_number__in=cards)
+        .values_list("pk", flat=True)
+    )
+    if ids:
+        Account.objects.bulk_create(
+            [Account(member_id=pk, kind=kind) for pk in ids for kind in MEMBER_KINDS],
+            ignore_conflicts=True,
+        )
+    return bool(ids)
 
 
 def _members_accounts_locked(cards: list[str]) -> dict[str, tuple[Member, MemberAccounts]]:

@@ -14,14 +14,15 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from loyalty import db_copy
-from loyalty.ledger import program_settings
+from loyalty.ledger import member_accounts_lock, program_settings
 from loyalty.models import (
+    Account,
     CapPeriod,
     EarningRule,
     JournalEntry,
@@ -381,3 +382,98 @@ def test_a_run_that_fails_on_our_side_is_redone_item_by_item(api_client, monkeyp
     assert [r["status"] for r in response.json()["results"]] == [201, 201, 201]
     assert Purchase.objects.count() == 3
     assert JournalEntry.objects.filter(kind="earn").count() == 3
+
+
+def accounts_locked(member) -> bool:
+    """Whether another transaction holds the member's accounts (asked without waiting)."""
+    try:
+        with transaction.atomic():
+            list(Account.objects.select_for_update(nowait=True).filter(member=member))
+    except OperationalError:
+        return True
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_locks_every_member_it_names_before_writing_any(postgres_only, api_client):
+    """Runs follow the batch's order but each locks in pk order; two batches naming the same
+    members in different orders could each hold one and wait for the other. So a batch
+    locks all its members in pk order first: waiting for the lower one, it holds no other."""
+    low, high = MemberFactory(), MemberFactory()
+    for member in (low, high):  # their accounts in that order: low's come first in pk order
+        with transaction.atomic():
+            member_accounts_lock(member)
+    holding, release = threading.Event(), threading.Event()
+    answer = {}
+
+    def other_batch():  # holds low's accounts, as a batch that got there first would
+        try:
+            with transaction.atomic():
+                list(Account.objects.select_for_update().filter(member=low))
+                holding.set()
+                release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    def batch():  # high's second sale ends the first run: high would be locked, then low
+        try:
+            cards = [high.card_number, high.card_number, low.card_number]
+            answer["batch"] = api_client.post(
+                "/api/v1/batches", plain_batch(cards, "order"), format="json"
+            )
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=other_batch)
+    holder.start()
+    assert holding.wait(timeout=10)
+    runner = threading.Thread(target=batch)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        with connection.cursor() as cursor:
+            while time.monotonic() < deadline:
+                cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                if cursor.fetchone()[0]:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the batch never waited for the other batch")
+        assert not accounts_locked(high)
+    finally:
+        release.set()
+        holder.join(timeout=30)
+        runner.join(timeout=30)
+    assert [r["status"] for r in answer["batch"].json()["results"]] == [201, 201, 201]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_batches_syncing_the_same_members_crosswise_both_apply_in_full(postgres_only, api_key):
+    """Two tills sync the same members in opposite orders at the same moment: every sale of
+    both counts, none is answered 500."""
+    members = [MemberFactory() for _ in range(6)]
+    cards = [m.card_number for m in members]
+    start = threading.Barrier(2)
+    answers = {}
+
+    def sync(tag, order):
+        try:
+            start.wait(timeout=10)
+            batch = plain_batch([c for card in order for c in (card, card)], tag)
+            client = APIClient(HTTP_AUTHORIZATION=f"Api-Key {api_key[1]}")
+            answers[tag] = client.post("/api/v1/batches", batch, format="json")
+        finally:
+            connection.close()
+
+    for round_ in range(3):
+        runners = [
+            threading.Thread(target=sync, args=(f"a{round_}", cards)),
+            threading.Thread(target=sync, args=(f"b{round_}", cards[::-1])),
+        ]
+        for runner in runners:
+            runner.start()
+        for runner in runners:
+            runner.join(timeout=60)
+        for tag in (f"a{round_}", f"b{round_}"):
+            assert {r["status"] for r in answers[tag].json()["results"]} == {201}, tag
+    assert Purchase.objects.count() == 3 * 2 * 2 * len(members)
