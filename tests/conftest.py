@@ -31,6 +31,20 @@ def _fresh_caches():
     rules_loader.forget()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _run_cache_keys_removed():
+    """The run's own keys in a shared Redis (config/settings/test.py) go when it ends."""
+    yield
+    prefix = settings.CACHES["default"].get("KEY_PREFIX")
+    if prefix and rules_loader.shared_cache():
+        from django.core.cache import cache
+
+        client = cache._cache.get_client(write=True)
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+
+
 @pytest.fixture(autouse=True)
 def _default_language():
     """A request in Turkish leaves Turkish active in the thread (LocaleMiddleware sets it
