@@ -198,10 +198,20 @@ class MembershipNow:
 CURRENT, UNTIL, RENEW = "current_membership_id", "membership_until", "membership_auto_renew"
 
 
+def _no_plans() -> bool:
+    """Whether the program is known to have no plan, and so no membership (a membership's
+    plan is PROTECTed): known when this process keeps the catalog (a purchase loads it)."""
+    catalog = loader.kept("plans")
+    return catalog is not None and not catalog.by_id
+
+
 def with_membership(queryset, *, now: datetime | None = None):
     """Members with their running membership annotated (its id, the end of its chain and
     whether it reminds to renew), so a page or the till's summary learns it in the query
-    that reads the member anyway: no query of its own for members without one."""
+    that reads the member anyway: no query of its own for members without one. A program
+    known to have no plan has no memberships: nothing to annotate (membership_now knows)."""
+    if _no_plans():
+        return queryset
     now = now or timezone.now()
     current = Membership.objects.filter(covering(now), member_id=OuterRef("pk")).order_by(
         "-starts_at", "-pk"
@@ -223,7 +233,7 @@ def with_membership(queryset, *, now: datetime | None = None):
 def membership_now(*, member: Member, now: datetime | None = None) -> MembershipNow | None:
     """The member's membership running now, with the end of its chain. For a member read
     through `with_membership`: no query without a membership, one with; otherwise one."""
-    if member.pk is None:
+    if member.pk is None or _no_plans():
         return None
     if hasattr(member, CURRENT):
         if getattr(member, CURRENT) is None:

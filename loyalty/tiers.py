@@ -83,6 +83,15 @@ class TierTable:
         tiers = list(Tier.objects.order_by("rank"))
         return cls(active=[t for t in tiers if t.is_active], by_pk={t.pk: t for t in tiers})
 
+    @classmethod
+    def cached(cls) -> "TierTable":
+        """`load()`, kept in this process like the earning rules: a tier change makes every
+        process read it again (loyalty/receivers.py). For the till's and the portal's reads;
+        jobs and the admin load their own. Its tiers are shared: never change them."""
+        from loyalty.rules import loader  # the rules read tiers
+
+        return loader._cached("tier_table", cls.load, cls.load)
+
     def with_change(self, changed: Tier) -> "TierTable":
         """The table as it would be once `changed` (an unsaved edit, or a new tier) is saved."""
         tiers = [t for t in self.by_pk.values() if t.pk != changed.pk or changed.pk is None]
@@ -459,7 +468,7 @@ def tiers_upgrade_many(
     if not members or not loader.tiers_active():
         return {}
     now = now or timezone.now()
-    table = TierTable.load()
+    table = TierTable.cached()
     if not table:
         return {}
     ids = [m.pk for m in members]
@@ -924,7 +933,7 @@ def tier_progress(
     membership ends, and a tier it holds is not at risk before then."""
     settings = settings or program_settings()
     now = now or timezone.now()
-    table = table if table is not None else TierTable.load()
+    table = table if table is not None else TierTable.cached()
     base = {"table": table, "basis": settings.tier_basis, "currency": settings.currency,
             "window_months": settings.tier_window_months, "membership": membership}  # fmt: skip
     if not table:

@@ -145,6 +145,16 @@ def _cached(name: str, load, uncached):
     return value
 
 
+def kept(name: str):
+    """What `_cached` keeps under `name` for the current generation, or None if nothing
+    is kept (yet): never a query."""
+    token = _generation() if shared_cache() else None
+    memo = _memo
+    if token is None or memo is None or memo[0] != token:
+        return None
+    return memo[1].get(name)
+
+
 def _program_rules(at: datetime) -> tuple[RuleSpec, ...]:
     return _cached("rules", _load, lambda: _load(at))
 

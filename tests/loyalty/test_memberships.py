@@ -644,6 +644,32 @@ def test_programs_without_plans_pay_nothing_for_memberships_on_the_summary(
     assert not any(q["sql"].startswith('SELECT "loyalty_membership') for q in captured)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_tills_lookup_without_plans_or_tiers_reads_only_the_member_and_points(
+    api_client, member, django_assert_num_queries, shared_cache
+):
+    """A till in use (a purchase has read the plans and tiers into the process), a program
+    with neither: the lookup reads the member, their points and what expires next, nothing
+    about memberships or tiers. Once staff add a plan and the member buys it, it shows."""
+    assert post(api_client, "purchases", basket(member, "W-1", [goods()])).status_code == 201
+    summary = f"/api/v1/members/{member.card_number}"
+    api_client.get(summary)
+    with django_assert_num_queries(3) as captured:
+        body = api_client.get(summary).json()
+    assert (body["membership"], body["tier"], body["points_balance"]) == (None, None, 100)
+    assert not any(word in q["sql"] for q in captured for word in ("membership", "_tier"))
+
+    tiers_ = make_three_tiers()
+    MembershipPlan.objects.create(
+        code="plus", name="Plus", sku=PLUS_SKU, fee=Decimal("49.00"), term_months=12,
+        tier=tiers_[1],
+    )  # fmt: skip
+    assert post(api_client, "purchases", basket(member, "W-2", [plus_line()])).status_code == 201
+    body = api_client.get(summary).json()
+    assert body["membership"]["plan"]["code"] == "plus"
+    assert body["tier"]["code"] == tiers_[1].code
+
+
 @pytest.mark.django_db
 def test_membership_words_are_in_turkish_too(plus, api_client, member):
     post(api_client, "purchases", basket(member, "R-1", [plus_line()]))
