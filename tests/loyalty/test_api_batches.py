@@ -269,6 +269,18 @@ def test_a_batch_answers_and_writes_exactly_what_single_requests_would(
     ) == written
 
 
+def lock_awaited(seconds: float = 10) -> bool:
+    """Wait until some transaction waits for a lock (the batch under test, in its thread)."""
+    deadline = time.monotonic() + seconds
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            if cursor.fetchone()[0]:
+                return True
+            time.sleep(0.05)
+    return False
+
+
 def plain_batch(cards: list[str], tag: str) -> dict:
     return {
         "items": [
@@ -344,16 +356,9 @@ def test_a_receipt_recorded_meanwhile_by_another_till_undoes_the_run_and_answers
     assert inserted.wait(timeout=10)
     runner = threading.Thread(target=batch)
     runner.start()
-    deadline = time.monotonic() + 10
-    with connection.cursor() as cursor:  # wait until the batch waits on the receipt's index
-        while time.monotonic() < deadline:
-            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
-            if cursor.fetchone()[0]:
-                break
-            time.sleep(0.05)
-        else:
-            release.set()
-            pytest.fail("the batch never waited on the other till's receipt")
+    if not lock_awaited():  # the batch waits on the receipt's index
+        release.set()
+        pytest.fail("the batch never waited on the other till's receipt")
     release.set()
     holder.join(timeout=30)
     runner.join(timeout=30)
@@ -430,15 +435,8 @@ def test_a_batch_locks_every_member_it_names_before_writing_any(postgres_only, a
     runner = threading.Thread(target=batch)
     runner.start()
     try:
-        deadline = time.monotonic() + 10
-        with connection.cursor() as cursor:
-            while time.monotonic() < deadline:
-                cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
-                if cursor.fetchone()[0]:
-                    break
-                time.sleep(0.05)
-            else:
-                pytest.fail("the batch never waited for the other batch")
+        if not lock_awaited():
+            pytest.fail("the batch never waited for the other batch")
         assert not accounts_locked(high)
     finally:
         release.set()
