@@ -2,11 +2,13 @@
 at once, each idempotent on its own key and answered as its single request would be.
 
 The batch runs in one transaction (a commit waits for the disk; 500 of them were most of
-a batch's time). Plain purchases (no points paid, no membership plan bought) go through
-`purchases_bulk.purchases_record_many` in runs of distinct members, with a fixed number
-of queries per run; everything else (returns, points payments, plans, a member's second
-purchase in a run, a repeated key) goes the single way, in order, in a savepoint of its
-own. A run that collides with a concurrent request is undone and redone the single way.
+a batch's time), which first locks every member it names, in pk order, so that two tills
+syncing the same members wait for each other instead of deadlocking. Plain purchases (no
+points paid, no membership plan bought) go through `purchases_bulk.purchases_record_many`
+in runs of distinct members, with a fixed number of queries per run; everything else
+(returns, points payments, plans, a member's second purchase in a run, a repeated key)
+goes the single way, in order, in a savepoint of its own. A run that collides with a
+concurrent request is undone and redone the single way.
 """
 
 import uuid
