@@ -143,11 +143,13 @@ def purchases_record_many(
 def program_warm() -> None:
     """Read, outside any transaction, the program rows every sale reads (settings, rules,
     tiers, plans, the issuance account), so the caches hold them for a long transaction
-    that follows: they are cached only once read in a committed transaction."""
+    that follows: they are cached only once read in a committed transaction (else each
+    run of the batch would read the tier table again)."""
     ledger.program_settings()
     ledger.system_account(AccountKind.ISSUANCE)
     loader.warm()
     memberships.plan_catalog()
+    tiers.TierTable.cached()
 
 
 def sale_is_plain(*, lines, redeem_points: int, catalog: memberships.PlanCatalog) -> bool:

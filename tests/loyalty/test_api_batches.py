@@ -315,6 +315,23 @@ def test_plain_purchases_cost_the_same_queries_however_many(api_client, shared_c
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_batch_after_a_program_change_reads_the_tier_table_once(api_client, shared_cache):
+    """Staff changed a rule: the next batch reads the tiers afresh, once, not in each of
+    its runs (a copy is kept only once committed, and the batch is one transaction)."""
+    make_three_tiers()
+    cards = [MemberFactory().card_number for _ in range(2)]
+    api_client.post("/api/v1/batches", plain_batch(cards[:1], "warm"), format="json")
+    rule(code="welcome", kind=RuleKind.FIRST_PURCHASE, points=100)
+    batch = plain_batch([cards[0], cards[0], cards[1]], "runs")  # the repeat starts a 2nd run
+    with CaptureQueriesContext(connection) as captured:
+        response = api_client.post("/api/v1/batches", batch, format="json")
+    assert [r["status"] for r in response.json()["results"]] == [201, 201, 201]
+    whole = 'FROM "loyalty_tier" ORDER BY'  # the ladder, not a query for some of its tiers
+    ladder = [q for q in captured.captured_queries if whole in q["sql"]]
+    assert len(ladder) == 1, [q["sql"][:120] for q in ladder]
+
+
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("copy_from", [1, db_copy.COPY_FROM])  # the purchases by COPY, or not
 def test_a_receipt_recorded_meanwhile_by_another_till_undoes_the_run_and_answers_409(
     postgres_only, api_client, store, copy_from, monkeypatch
