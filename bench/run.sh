@@ -180,7 +180,7 @@ fi
 log "pgbench: check that one scripted transaction writes what one API purchase writes"
 "$PY" "$BENCH/pgbench_script.py" --verify "$OUT" "$PGBENCH"
 log "pgbench: ${PGBENCH_SECONDS} s, $CONNECTIONS clients, $STATEMENTS statements a transaction"
-"$PGBENCH" -n -M simple -c "$CONNECTIONS" -j 2 -T "$PGBENCH_SECONDS" -f "$OUT/purchase.pgbench" \
+"$PGBENCH" -n -M prepared -c "$CONNECTIONS" -j 2 -T "$PGBENCH_SECONDS" -f "$OUT/purchase.pgbench" \
   "$DB" 2>&1 | tee "$OUT/pgbench.txt" || die "pgbench failed"
 TPS=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$OUT/pgbench.txt" \
   | awk '{ printf "%.1f", $1 }')

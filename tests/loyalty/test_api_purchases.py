@@ -5,6 +5,7 @@ import uuid
 from unittest.mock import patch
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -389,6 +390,26 @@ def test_purchase_query_count_does_not_grow_with_history(
     assert response.json()["points_balance"] == 5 * history + 2 * 49
     statements = [q["sql"].split()[0] for q in captured]
     assert statements.count("SELECT") <= 4  # lock, idempotency key, member + accounts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_tills_repeated_purchases_run_as_prepared_statements(api_client, member, postgres_only):
+    """On a kept connection PostgreSQL plans a purchase's statements once, not on every sale
+    (DB_PREPARED_STATEMENTS, on by default): the ledger and receipt inserts are prepared
+    and re-executed."""
+    for i in range(8):
+        assert (
+            post(api_client, "purchases", purchase_payload(member, receipt=f"P-{i}")).status_code
+            == 201
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements"
+            " WHERE NOT from_sql"
+        )
+        runs = {sql.split("(")[0].strip(): count for sql, count in cursor.fetchall()}
+    for table in ("loyalty_journalentry", "loyalty_purchase", "partners_idempotencyrecord"):
+        assert runs.get(f'INSERT INTO "{table}"', 0) >= 3, (table, runs)
 
 
 @pytest.mark.django_db(transaction=True)
