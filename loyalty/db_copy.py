@@ -1,13 +1,17 @@
-"""Bulk inserts through PostgreSQL's COPY, for the offline batch's hundreds of rows a table.
+"""Inserts for the tills' hot path, on PostgreSQL: COPY for the offline batch's hundreds
+of rows a table, one INSERT kept ready for the few rows of a single sale.
 
 Django's bulk_create sends each column as one array parameter, which psycopg quotes in
 Python element by element; COPY streams the rows, formatted in C. For 500 journal
-entries that is most of their cost. On other databases (SQLite in development) this is
-plain bulk_create.
+entries that is most of their cost. For a sale's two or three rows, bulk_create and save
+spend more CPU building the statement than PostgreSQL spends running it, so the INSERT's
+text is built once per table and row count. On other databases (SQLite in development)
+this is plain bulk_create.
 """
 
 import datetime
 import decimal
+import functools
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -28,13 +32,16 @@ COPY_FROM = 20  # rows; below that an INSERT (one round trip, ids returned) is a
 
 
 def objects_insert(model: type[Model], objs: list[Model], *, ids: bool = False) -> list[Model]:
-    """Insert `objs` (new instances of `model`): by COPY when there are many and the
-    database is PostgreSQL, else by bulk_create. Constraints and triggers fire either way
-    and errors arrive as Django's (e.g. IntegrityError). With `ids` the objects get their
-    primary keys (by COPY, drawn from the table's sequence first: one more query);
-    without, a copied object's stays None (for rows nothing refers to later)."""
-    if len(objs) < COPY_FROM or connection.vendor != "postgresql":
+    """Insert `objs` (new instances of `model`, with an auto primary key): by COPY when
+    there are many and the database is PostgreSQL, by one INSERT when there are few, else
+    by bulk_create. Constraints and triggers fire either way and errors arrive as Django's
+    (e.g. IntegrityError). An inserted object gets its primary key; a copied one only with
+    `ids` (drawn from the table's sequence first: one more query), else it stays None (for
+    rows nothing refers to later). No signals are sent, as with bulk_create."""
+    if connection.vendor != "postgresql":
         return model.objects.bulk_create(objs)
+    if len(objs) < COPY_FROM:
+        return _inserted(model, objs)
     meta = model._meta
     fields = [f for f in meta.concrete_fields if ids or not f.primary_key]
     if ids:
@@ -52,6 +59,38 @@ def objects_insert(model: type[Model], objs: list[Model], *, ids: bool = False) 
             readers = [_reader(f) for f in fields]
             for obj in objs:
                 copy.write_row([read(obj) for read in readers])
+    return _saved(objs)
+
+
+def _inserted(model: type[Model], objs: list[Model]) -> list[Model]:
+    """One INSERT ... RETURNING the ids, its text kept per table and row count. For the
+    few rows of a till's sale, building the statement anew (as bulk_create and save do)
+    costs more CPU than PostgreSQL spends running it."""
+    if not objs:
+        return objs
+    sql, readers = _insert_statement(model, len(objs))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [read(obj) for obj in objs for read in readers])
+        ids = cursor.fetchall()
+    for obj, (pk,) in zip(objs, ids, strict=True):
+        obj.pk = pk
+    return _saved(objs)
+
+
+@functools.cache
+def _insert_statement(model: type[Model], rows: int) -> tuple[str, list]:
+    meta = model._meta
+    fields = [f for f in meta.concrete_fields if f is not meta.auto_field and not f.generated]
+    quote = connection.ops.quote_name
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"VALUES {', '.join([row] * rows)} RETURNING {quote(meta.pk.column)}"
+    )
+    return sql, [_reader(f) for f in fields]
+
+
+def _saved(objs: list[Model]) -> list[Model]:
     for obj in objs:
         obj._state.adding = False
         obj._state.db = connection.alias

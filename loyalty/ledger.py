@@ -22,6 +22,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from loyalty import request_memo
+from loyalty.compiled_query import CompiledQuery
 from loyalty.db_copy import objects_insert
 from loyalty.exceptions import (
     AlreadyReversed,
@@ -169,17 +170,22 @@ def member_accounts_lock(member: Member) -> MemberAccounts:
     )
 
 
-def member_lock_by_card(card_number: str) -> tuple[Member, MemberAccounts]:
-    """Find a member by card and lock their accounts in one query (the till's hot path).
-    Raises UnknownMember."""
-    _require_atomic()
-    accounts = list(
+_accounts_by_card_locked = CompiledQuery(
+    lambda card_number: (
         Account.objects.select_for_update(of=("self",))
         # The member's tier rides along: the earning rules read it (loyalty.rules.loader).
         .select_related("member__tier_state__tier")
         .filter(member__card_number=card_number)
         .order_by("pk")
     )
+)
+
+
+def member_lock_by_card(card_number: str) -> tuple[Member, MemberAccounts]:
+    """Find a member by card and lock their accounts in one query (the till's hot path).
+    Raises UnknownMember."""
+    _require_atomic()
+    accounts = _accounts_by_card_locked.run(card_number)
     if len(accounts) == len(MEMBER_KINDS):
         by_kind = {a.kind: a for a in accounts}
         member = accounts[0].member

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from loyalty import ledger, memberships, selectors, tiers
+from loyalty.db_copy import objects_insert
 from loyalty.ledger import Cause
 from loyalty.models import (
     ActivityEvent,
@@ -195,16 +196,16 @@ def purchase_record(
     try:
         # No savepoint of its own: the receipt is unique per store, and when another
         # request committed it meanwhile, the caller's rollback undoes these points.
-        purchase = Purchase.objects.create(
+        [purchase] = objects_insert(Purchase, [Purchase(
             store=store, member=member, receipt_id=receipt_id, occurred_at=occurred_at,
             currency=currency, total=total, points_earned=quote.points,
             points_redeemed=redeem_points, breakdown=quote.breakdown,
             earn_entry=earn_entry, redeem_entry=redeem_entry,
-        )  # fmt: skip
+        )], ids=True)  # fmt: skip
     except IntegrityError:
         raise ReceiptTaken(store=store, receipt_id=receipt_id) from None
-    purchase.recorded_lines = PurchaseLine.objects.bulk_create(
-        purchase_lines_new(purchase, lines, quote.line_points)
+    purchase.recorded_lines = objects_insert(  # with ids: plans bought refer to their line
+        PurchaseLine, purchase_lines_new(purchase, lines, quote.line_points), ids=True
     )
     rules_services.awards_record(
         member=member, awards=quote.awards, at=occurred_at, entry=earn_entry, purchase=purchase

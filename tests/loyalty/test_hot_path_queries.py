@@ -1,0 +1,116 @@
+"""The tills' hot path skips Django's per-call SQL building (loyalty.compiled_query for the
+member lookup, loyalty.db_copy for the inserts): what it reads and writes must be exactly
+what the ORM would have read and written."""
+
+from decimal import Decimal
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from loyalty import ledger
+from loyalty.compiled_query import CompiledQuery
+from loyalty.db_copy import objects_insert
+from loyalty.models import Account, MemberTier, Purchase
+from loyalty.purchases import LineIn
+from tests.factories import MemberFactory, StoreFactory
+from tests.loyalty.tiers_helpers import buy, make_three_tiers
+
+
+def orm_lock_by_card(card):
+    return list(
+        Account.objects.select_for_update(of=("self",))
+        .select_related("member__tier_state__tier")
+        .filter(member__card_number=card)
+        .order_by("pk")
+    )
+
+
+def described(accounts):
+    """What the till's code reads off the accounts and their member, tier state and tier."""
+    out = []
+    for account in accounts:
+        member = account.member
+        try:
+            state = member.tier_state
+            tier = (state.member_id, state.since, state.tier and state.tier.code)
+        except MemberTier.DoesNotExist:
+            tier = None
+        out.append((account.pk, account.kind, account.balance, member.pk, member.card_number,
+                    member.first_name, tier, account._state.adding, account._state.db))  # fmt: skip
+    return out
+
+
+@pytest.mark.django_db
+def test_the_compiled_member_lookup_reads_what_the_orm_reads(django_assert_num_queries):
+    _, vib, _ = make_three_tiers()
+    store = StoreFactory()
+    plain, climber = MemberFactory(), MemberFactory()
+    for member in (plain, climber):
+        buy(member, store, "10.00")  # makes the member's accounts
+    buy(climber, store, "400.00")  # reaches VIB: a tier state row with a tier
+    assert MemberTier.objects.get(member=climber).tier == vib
+    with transaction.atomic():
+        for member in (plain, climber):
+            with django_assert_num_queries(1):
+                fast = ledger.member_lock_by_card(member.card_number)
+                # the related objects came with the one query: reading them costs nothing
+                details = described([fast[1].available, fast[1].pending])
+            assert details == described(orm_lock_by_card(member.card_number))
+            assert fast[0].pk == member.pk
+        assert ledger._accounts_by_card_locked.run("0000000000000") == []
+
+
+@pytest.mark.django_db
+def test_a_compiled_query_refuses_a_queryset_whose_sql_depends_on_the_value():
+    by_cards = CompiledQuery(lambda cards: Account.objects.filter(member__card_number__in=cards))
+    with pytest.raises(ValueError, match="one use of the parameter"):
+        by_cards.run(["1", "2"])
+
+
+@pytest.mark.django_db
+def test_a_few_rows_are_inserted_in_one_statement_with_their_ids_and_defaults(
+    django_assert_num_queries,
+):
+    member, store = MemberFactory(), StoreFactory()
+    before = timezone.now()
+    purchases = [
+        Purchase(store=store, member=member, receipt_id=f"R-{i}", occurred_at=before,
+                 currency="EUR", total=Decimal("12.50"), points_earned=i)
+        for i in range(3)
+    ]  # fmt: skip
+    with django_assert_num_queries(1):
+        objects_insert(Purchase, purchases)
+    stored = {p.pk: p for p in Purchase.objects.filter(store=store)}
+    assert sorted(stored) == sorted(p.pk for p in purchases)
+    for purchase in purchases:
+        row = stored[purchase.pk]
+        assert (row.receipt_id, row.points_earned, row.total) == (
+            purchase.receipt_id, purchase.points_earned, Decimal("12.50"),
+        )  # fmt: skip
+        assert row.public_id == purchase.public_id  # the model's default went in
+        assert row.created_at >= before  # auto_now_add, as save() would set it
+        assert not purchase._state.adding
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_insert_raises_djangos_error_and_writes_nothing(postgres_only):
+    member, store = MemberFactory(), StoreFactory()
+    sale = dict(store=store, member=member, receipt_id="R-1", occurred_at=timezone.now(),
+                currency="EUR", total=Decimal("1.00"))  # fmt: skip
+    objects_insert(Purchase, [Purchase(**sale)])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        objects_insert(Purchase, [Purchase(**sale | {"receipt_id": "R-2"}), Purchase(**sale)])
+    assert list(Purchase.objects.values_list("receipt_id", flat=True)) == ["R-1"]
+
+
+@pytest.mark.django_db
+def test_purchase_lines_keep_their_ids_for_the_plans_they_sell():
+    make_three_tiers()
+    purchase = buy(
+        MemberFactory(), StoreFactory(), "20.00",
+        lines=[LineIn(sku="A", quantity=Decimal(1), unit_price=Decimal("20.00"))],
+    )  # fmt: skip
+    assert [line.pk for line in purchase.recorded_lines] == list(
+        purchase.lines.values_list("pk", flat=True)
+    )
