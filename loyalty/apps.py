@@ -25,7 +25,15 @@ class LoyaltyConfig(AppConfig):
     verbose_name = _("Loyalty program")
 
     def ready(self):
-        from loyalty import receivers  # noqa: F401  (connects the subscriptions)
+        from loyalty import (
+            receivers,  # noqa: F401  (connects the subscriptions)
+            request_memo,
+        )
+        from loyalty.ledger import settings_cache_key
+        from loyalty.rules.loader import GENERATION_KEY
+
+        # What a purchase reads from the shared cache besides its key and rate limit.
+        request_memo.read_together(GENERATION_KEY, settings_cache_key())
 
         post_migrate.connect(_schedules_setup, sender=self)
         settings_model = self.get_model("ProgramSettings")

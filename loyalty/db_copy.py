@@ -85,7 +85,8 @@ def _insert_statement(model: type[Model], rows: int) -> tuple[str, list]:
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     sql = (
         f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-        f"VALUES {', '.join([row] * rows)} RETURNING {quote(meta.pk.column)}"
+        f"VALUES {', '.join([row] * rows)} "
+        f"RETURNING {quote(meta.db_table)}.{quote(meta.pk.column)}"
     )
     return sql, [_reader(f) for f in fields]
 

@@ -109,7 +109,7 @@ def system_account(kind: str) -> Account:
 
 
 @functools.cache
-def _settings_cache_key() -> str:
+def settings_cache_key() -> str:
     # The field list is part of the key: a deploy that adds a field never reads an old copy.
     fields = ",".join(f.attname for f in ProgramSettings._meta.concrete_fields)
     return f"loyalty:program-settings:{zlib.crc32(fields.encode())}"
@@ -118,11 +118,11 @@ def _settings_cache_key() -> str:
 def program_settings() -> ProgramSettings:
     """The program's settings, read through the cache (shared by every process when
     REDIS_URL is set), once per request. Saving them clears it (`program_settings_forget`)."""
-    return request_memo.remembered(_settings_cache_key(), _program_settings_read)
+    return request_memo.remembered(settings_cache_key(), _program_settings_read)
 
 
 def _program_settings_read() -> ProgramSettings:
-    key = _settings_cache_key()
+    key = settings_cache_key()
     settings = cache.get(key)
     if settings is None:
         settings, _ = ProgramSettings.objects.get_or_create(pk=1)
@@ -133,7 +133,7 @@ def _program_settings_read() -> ProgramSettings:
 def program_settings_forget() -> None:
     """Drop the cached settings now and again at commit, so no process keeps reading the
     old values, nor caches the new ones before they are committed."""
-    key = _settings_cache_key()
+    key = settings_cache_key()
     request_memo.forget(key)
     cache.delete(key)
     transaction.on_commit(lambda: cache.delete(key))
@@ -142,8 +142,8 @@ def program_settings_forget() -> None:
 def caches_clear() -> None:
     """For tests, which empty the database under the caches."""
     _system_accounts.clear()
-    request_memo.forget(_settings_cache_key())
-    cache.delete(_settings_cache_key())
+    request_memo.forget(settings_cache_key())
+    cache.delete(settings_cache_key())
 
 
 def member_accounts_lock(member: Member) -> MemberAccounts:

@@ -4,6 +4,9 @@ as it was when it began, and a till's purchase (or a batch of 500) makes one cac
 trip for each, not one per use. Outside requests (jobs, the shell, tests calling services)
 every call reads afresh.
 
+The names are the values' cache keys. Those named in `read_together` come in one round
+trip (MGET) when the request first needs any of them.
+
 Per thread: a threaded server serves one request per thread."""
 
 import threading
@@ -12,6 +15,8 @@ from typing import TypeVar
 
 T = TypeVar("T")
 _local = threading.local()  # .values: {name: value} while a request runs, else None
+_together: tuple[str, ...] = ()
+_FETCHED = object()  # in .values once the request has read the `_together` keys
 
 
 def request_begins(**kwargs) -> None:
@@ -26,6 +31,9 @@ def remembered(name: str, read: Callable[[], T]) -> T:
     values = getattr(_local, "values", None)
     if values is None:
         return read()
+    if name not in values and name in _together and _FETCHED not in values:
+        values[_FETCHED] = True
+        values.update(_read_together())
     if name not in values:
         value = read()
         if value is None:  # nothing to keep (e.g. the cache is down): read again next time
@@ -39,3 +47,19 @@ def forget(name: str) -> None:
     values = getattr(_local, "values", None)
     if values:
         values.pop(name, None)
+
+
+def read_together(*names: str) -> None:
+    """Cache keys that a request (a till's purchase) reads in one round trip. A value
+    found is what its own read would return; a missing one is read the usual way."""
+    global _together
+    _together = tuple(dict.fromkeys(_together + names))
+
+
+def _read_together() -> dict:
+    from django.core.cache import cache
+
+    try:
+        return {k: v for k, v in cache.get_many(_together).items() if v is not None}
+    except Exception:  # a cache outage: each value's own read copes with it
+        return {}

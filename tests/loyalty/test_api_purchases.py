@@ -413,10 +413,10 @@ def test_a_tills_repeated_purchases_run_as_prepared_statements(api_client, membe
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_purchase_makes_four_cache_round_trips(api_client, member, shared_cache):
-    """In steady state a purchase asks the shared cache four things, once each: the API key,
-    the rate-limit count (one pipelined round trip), the rules' generation and the program
-    settings, however often the purchase reads them."""
+def test_a_purchase_makes_three_cache_round_trips(api_client, member, shared_cache):
+    """In steady state a purchase asks the shared cache three times: the API key, the
+    rate-limit count (one pipelined round trip), and the rules' generation with the program
+    settings (one MGET), however often the purchase reads them."""
     import redis.client
 
     assert post(api_client, "purchases", purchase_payload(member, receipt="W")).status_code == 201
@@ -437,7 +437,29 @@ def test_a_purchase_makes_four_cache_round_trips(api_client, member, shared_cach
     ):
         response = post(api_client, "purchases", purchase_payload(member, receipt="Q"))
     assert response.status_code == 201
-    assert sorted(trips) == ["GET", "GET", "GET", "PIPELINE"]
+    assert sorted(trips) == ["GET", "MGET", "PIPELINE"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_settings_missing_from_the_shared_cache_are_read_from_the_database(
+    api_client, member, shared_cache
+):
+    """The purchase reads the rules' generation and the settings in one MGET; when the
+    settings are not in the cache (evicted, expired), it reads them from the database."""
+    from django.core.cache import cache
+
+    from loyalty.ledger import settings_cache_key
+    from loyalty.models import ProgramSettings
+
+    assert (
+        post(api_client, "purchases", purchase_payload(member, receipt="W")).json()["points_earned"]
+        == 49
+    )
+    ProgramSettings.objects.filter(pk=1).update(earn_rate=2)  # no signal: the cache is stale
+    cache.delete(settings_cache_key())  # ...until it is evicted
+    response = post(api_client, "purchases", purchase_payload(member, receipt="Q"))
+    assert response.status_code == 201
+    assert response.json()["points_earned"] == 99
 
 
 @pytest.mark.django_db(transaction=True)
