@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from rest_framework.response import Response
 
+from loyalty.db_copy import objects_insert
 from partners.api.problems import CONTENT_TYPE, ApiProblem, problem_for
 from partners.models import IdempotencyRecord, Store
 
@@ -174,8 +175,9 @@ def _run(*, store: Store, key: str, fingerprint: str, handler, savepoint: bool) 
             # Judged after the rollback: describing it may need the database, which a
             # failed statement has left unusable until then.
             raise _Refused(exc) from exc
-    record_new(store=store, key=key, fingerprint=fingerprint, status=status, body=body).save(
-        force_insert=True
+    objects_insert(
+        IdempotencyRecord,
+        [record_new(store=store, key=key, fingerprint=fingerprint, status=status, body=body)],
     )
     return Outcome(status, body)
 
