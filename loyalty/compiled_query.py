@@ -30,7 +30,8 @@ class _Compiled:
     sql: str
     params: tuple
     at: int  # where the parameter goes in params
-    compiler: SQLCompiler  # knows the columns, their converters and the related objects
+    compiler: SQLCompiler  # knows the columns and the related objects
+    converters: dict  # what turns a column's value into Python (e.g. JSON), by position
     init_list: list[str]
     start: int
     end: int
@@ -52,7 +53,9 @@ class CompiledQuery:
             rows = cursor.fetchall()
         model = compiled.compiler.klass_info["model"]
         objects = []
-        for row in compiled.compiler.results_iter([rows]):
+        if compiled.converters:
+            rows = compiled.compiler.apply_converters(rows, compiled.converters)
+        for row in rows:
             obj = model.from_db(db, compiled.init_list, row[compiled.start : compiled.end])
             for populator in compiled.populators:
                 populator.populate(row, obj)
@@ -64,7 +67,12 @@ class CompiledQuery:
         compiler = queryset.query.get_compiler(using=queryset.db)
         sql, params = compiler.as_sql()
         params = list(params)
-        if params.count(_MARKER) != 1 or compiler.annotation_col_map:
+        columns = [s[0] for s in compiler.select[: compiler.col_count]]
+        if (
+            params.count(_MARKER) != 1
+            or compiler.annotation_col_map
+            or compiler.has_composite_fields(columns)
+        ):
             raise ValueError("CompiledQuery: one use of the parameter and no annotations")
         klass_info, select = compiler.klass_info, compiler.select
         fields = klass_info["select_fields"]
@@ -75,6 +83,7 @@ class CompiledQuery:
             params=tuple(params),
             at=params.index(_MARKER),
             compiler=compiler,
+            converters=compiler.get_converters(columns),
             init_list=[f[0].target.attname for f in select[start:end]],
             start=start,
             end=end,
