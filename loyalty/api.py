@@ -192,7 +192,7 @@ def _members():
 def member_by_card(card_number: str) -> Member:
     member = None
     if card_number_is_valid(card_number):
-        member = _members().filter(card_number=card_number).first()
+        member = memberships.member_by_card(card_number)
     if member is None:
         raise _no_member(card_number)
     return member

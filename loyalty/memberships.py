@@ -41,6 +41,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from loyalty import ledger, tiers
+from loyalty.compiled_query import CompiledQuery
 from loyalty.models import (
     Membership,
     MembershipPlan,
@@ -212,7 +213,10 @@ def with_membership(queryset, *, now: datetime | None = None):
     known to have no plan has no memberships: nothing to annotate (membership_now knows)."""
     if _no_plans():
         return queryset
-    now = now or timezone.now()
+    return _membership_annotated(queryset, now=now or timezone.now())
+
+
+def _membership_annotated(queryset, *, now: datetime):
     current = Membership.objects.filter(covering(now), member_id=OuterRef("pk")).order_by(
         "-starts_at", "-pk"
     )
@@ -228,6 +232,30 @@ def with_membership(queryset, *, now: datetime | None = None):
             RENEW: Subquery(chain.values("auto_renew")[:1]),
         }
     )
+
+
+# The till's lookup by card, as `with_membership(...).filter(card_number=...)` reads it,
+# from SQL compiled once (loyalty.compiled_query): building the three subqueries cost
+# Django ~3 ms of CPU a lookup, PostgreSQL a fraction of that.
+_members_by_card = CompiledQuery(
+    lambda card: Member.objects.select_related("user").filter(card_number=card), str
+)
+_members_by_card_with_membership = CompiledQuery(
+    lambda card, now: _membership_annotated(
+        Member.objects.select_related("user").filter(card_number=card), now=now
+    ),
+    str,
+    datetime,
+)
+
+
+def member_by_card(card_number: str) -> Member | None:
+    """The member with this card, read as `with_membership` reads members, in one query."""
+    if _no_plans():
+        found = _members_by_card.run(card_number)
+    else:
+        found = _members_by_card_with_membership.run(card_number, timezone.now())
+    return found[0] if found else None
 
 
 def membership_now(*, member: Member, now: datetime | None = None) -> MembershipNow | None:
