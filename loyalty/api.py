@@ -154,7 +154,8 @@ def _tier_progress(progress: tiers.TierProgress) -> dict | None:
 
 
 def member_summary(member: Member, *, new: bool = False) -> dict:
-    """The summary a till shows. `member` read through `_members()` costs no query for
+    """The summary a till shows. `member` read through `_members()` (or, by card,
+    `memberships.member_by_card`, which reads the same) costs no query for
     their paid membership unless they have one; `new`: just enrolled, so none."""
     settings = program_settings()
     balance = selectors.member_balance(member=member, settings=settings)

@@ -12,6 +12,7 @@ from django.utils import timezone
 from loyalty import ledger, memberships
 from loyalty.compiled_query import CompiledQuery
 from loyalty.db_copy import objects_insert
+from loyalty.exceptions import UnknownMember
 from loyalty.models import Account, MembershipPlan, MemberTier, Purchase
 from loyalty.purchases import LineIn
 from members.models import Member
@@ -60,7 +61,8 @@ def test_the_compiled_member_lookup_reads_what_the_orm_reads(django_assert_num_q
                 details = described([fast[1].available, fast[1].pending])
             assert details == described(orm_lock_by_card(member.card_number))
             assert fast[0].pk == member.pk
-        assert ledger._accounts_by_card_locked.run("0000000000000") == []
+        with pytest.raises(UnknownMember):
+            ledger.member_lock_by_card("0000000000000")
 
 
 def looked_up(member):
