@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BENCH=$ROOT/bench
-PY=${PY:-$ROOT/.venv/bin/python}
+PY=${PY:-$(bash "$ROOT/bench/venv.sh")}  # a release-built Python, as servers run (venv.sh)
 
 MEMBERS=${BENCH_JOBS_MEMBERS:-1000000}
 BATCH=${BENCH_JOBS_BATCH_SIZE:-5000}

@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BENCH=$ROOT/bench
-PY=${PY:-$ROOT/.venv/bin/python}
-GUNICORN=${GUNICORN:-$ROOT/.venv/bin/gunicorn}
+PY=${PY:-$(bash "$BENCH/venv.sh")}   # a release-built Python, as servers run (venv.sh)
+GUNICORN=${GUNICORN:-$(dirname "$PY")/gunicorn}
 
 MEMBERS=${BENCH_MEMBERS:-100000}
 CONNECTIONS=${BENCH_CONNECTIONS:-8}      # concurrent tills: wrk connections = pgbench clients
@@ -18,11 +18,12 @@ DURATION=${BENCH_DURATION:-30}           # seconds of measured load
 BATCHES=${BENCH_BATCHES:-20}
 BATCH_SIZE=${BENCH_BATCH_SIZE:-500}
 PGBENCH_SECONDS=${BENCH_PGBENCH_SECONDS:-15}
-# Gunicorn: one sync worker per core. A purchase is CPU-bound Python (~10 ms of CPU, the
-# database waits are short), so more processes only add switching: measured on the 2-core
-# machine at 8 connections, sync x2 gave 164/s, sync x3-5 (5 = 2*cores+1) 149-155/s, and
-# gthread (2x4, 3x4, 5x2) 141-153/s with a worse p99 (GIL contention); keep-alive, which
-# only gthread offers, does not make up for it. Override with BENCH_WORKERS etc.
+# Gunicorn: one sync worker per core. A purchase is CPU-bound Python (the database waits
+# are short), so more processes only add switching: measured on the 2-core machine at 8
+# connections, sync x3-5 (5 = 2*cores+1) was 5-10 % slower than sync x2, and gthread
+# (2x4, 3x4, 5x2) too, with a worse p99 (GIL contention); keep-alive, which only gthread
+# offers, did not make up for it (gthread x1 thread: no faster than sync). Granian's WSGI
+# server measured no faster either. Override with BENCH_WORKERS etc.
 WORKER_CLASS=${BENCH_WORKER_CLASS:-sync}
 WORKERS=${BENCH_WORKERS:-$(nproc)}
 GTHREADS=${BENCH_GTHREADS:-4}            # only for BENCH_WORKER_CLASS=gthread
@@ -94,7 +95,8 @@ command -v wrk >/dev/null || die "wrk not found"
 pg_isready -q || die "PostgreSQL is not answering on 127.0.0.1:5432"
 "$PY" -c "import redis, sys; redis.Redis.from_url(sys.argv[1]).ping()" "$REDIS_URL" \
   || die "Redis is not answering at $REDIS_URL"
-echo "wrk: $(command -v wrk)  pgbench: $PGBENCH  cores: $(nproc)"
+PYTHON_VERSION=$("$PY" -c 'import sys; print(sys.version.split()[0], "from", sys.base_prefix)')
+echo "python: $PYTHON_VERSION  wrk: $(command -v wrk)  pgbench: $PGBENCH  cores: $(nproc)"
 
 # 2. Database --------------------------------------------------------------------------
 log "database $DB: migrate, $MEMBERS members, store, terminal, API key"
@@ -194,7 +196,7 @@ RATIO=$(awk -v a="$RPS" -v b="$TPS" 'BEGIN { printf "%.2f", a / b }')
 cat <<EOF | tee "$OUT/summary.txt"
 
 ==================== Tally POS API bench ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores) ====================
-setup        : $MEMBERS members; gunicorn $WORKERS $WORKER_CLASS workers$([ "$WORKER_CLASS" = gthread ] && echo " x $GTHREADS threads"), CONN_MAX_AGE=$CONN_MAX_AGE; wrk $WRK_THREADS threads x $CONNECTIONS connections, ${DURATION} s
+setup        : $MEMBERS members; Python $PYTHON_VERSION; gunicorn $WORKERS $WORKER_CLASS workers$([ "$WORKER_CLASS" = gthread ] && echo " x $GTHREADS threads"), CONN_MAX_AGE=$CONN_MAX_AGE; wrk $WRK_THREADS threads x $CONNECTIONS connections, ${DURATION} s
 purchases/s  : $RPS   (target >= 500)
 latency ms   : p50 $(field "$WRK" p50_ms)  p95 $(field "$WRK" p95_ms)  p99 $(field "$WRK" p99_ms)  max $(field "$WRK" max_ms)   (target p99 <= 50)
 errors       : $WRK_ERRORS   (non-201 $(field "$WRK" non201), socket $(($(field "$WRK" connect_errors) + $(field "$WRK" read_errors) + $(field "$WRK" write_errors))), timeouts $(field "$WRK" timeouts); statuses $(field "$WRK" statuses))
