@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from loyalty import ledger, memberships, selectors, tiers
-from loyalty.db_copy import objects_insert
+from loyalty.db_copy import family_insert
 from loyalty.ledger import Cause
 from loyalty.models import (
     ActivityEvent,
@@ -193,20 +193,22 @@ def purchase_record(
             effective_at=occurred_at, pending_until=pending_until_for(occurred_at, settings),
             details={"breakdown": quote.breakdown}, settings=settings, accounts=accounts,
         )  # fmt: skip
+    purchase = Purchase(
+        store=store, member=member, receipt_id=receipt_id, occurred_at=occurred_at,
+        currency=currency, total=total, points_earned=quote.points,
+        points_redeemed=redeem_points, breakdown=quote.breakdown,
+        earn_entry=earn_entry, redeem_entry=redeem_entry,
+    )  # fmt: skip
+    # The lines get ids too: plans bought refer to their line.
+    purchase.recorded_lines = purchase_lines_new(purchase, lines, quote.line_points)
     try:
         # No savepoint of its own: the receipt is unique per store, and when another
         # request committed it meanwhile, the caller's rollback undoes these points.
-        [purchase] = objects_insert(Purchase, [Purchase(
-            store=store, member=member, receipt_id=receipt_id, occurred_at=occurred_at,
-            currency=currency, total=total, points_earned=quote.points,
-            points_redeemed=redeem_points, breakdown=quote.breakdown,
-            earn_entry=earn_entry, redeem_entry=redeem_entry,
-        )], ids=True)  # fmt: skip
-    except IntegrityError:
+        family_insert(purchase, purchase.recorded_lines)
+    except IntegrityError as error:
+        if _constraint(error) != RECEIPT_ONCE:
+            raise
         raise ReceiptTaken(store=store, receipt_id=receipt_id) from None
-    purchase.recorded_lines = objects_insert(  # with ids: plans bought refer to their line
-        PurchaseLine, purchase_lines_new(purchase, lines, quote.line_points), ids=True
-    )
     rules_services.awards_record(
         member=member, awards=quote.awards, at=occurred_at, entry=earn_entry, purchase=purchase
     )
@@ -219,6 +221,16 @@ def purchase_record(
     purchase.points_balance = accounts.available.balance
     purchase.points_pending = accounts.pending.balance
     return purchase
+
+
+RECEIPT_ONCE = "purchase_receipt_once_per_store"
+
+
+def _constraint(error: IntegrityError) -> str | None:
+    """The name of the constraint that refused a write (PostgreSQL says; SQLite does not,
+    and there the unique receipt is the one a valid purchase can run into)."""
+    diag = getattr(error.__cause__, "diag", None)
+    return diag.constraint_name if diag is not None else RECEIPT_ONCE
 
 
 def purchase_lines_new(

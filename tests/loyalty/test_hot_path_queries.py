@@ -6,18 +6,18 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from loyalty import ledger, memberships
 from loyalty.compiled_query import CompiledQuery
-from loyalty.db_copy import objects_insert
+from loyalty.db_copy import family_insert, objects_insert
 from loyalty.exceptions import UnknownMember
-from loyalty.models import Account, MembershipPlan, MemberTier, Purchase
-from loyalty.purchases import LineIn
+from loyalty.models import Account, MembershipPlan, MemberTier, Purchase, PurchaseLine
+from loyalty.purchases import LineIn, ReceiptTaken, purchase_record
 from members.models import Member
 from tests.factories import MemberFactory, StaffFactory, StoreFactory
-from tests.loyalty.tiers_helpers import buy, make_three_tiers
+from tests.loyalty.tiers_helpers import TILL, buy, make_three_tiers
 
 
 def orm_lock_by_card(card):
@@ -152,3 +152,76 @@ def test_purchase_lines_keep_their_ids_for_the_plans_they_sell():
     assert [line.pk for line in purchase.recorded_lines] == list(
         purchase.lines.values_list("pk", flat=True)
     )
+
+
+def _sale(store, member, receipt_id="R-1"):
+    return Purchase(
+        store=store, member=member, receipt_id=receipt_id, occurred_at=timezone.now(),
+        currency="EUR", total=Decimal("3.00"),
+    )  # fmt: skip
+
+
+def _lines(purchase, *quantities):
+    return [
+        PurchaseLine(purchase=purchase, position=i, sku=f"SKU-{i}", quantity=Decimal(q),
+                     unit_price=Decimal("1.00"), points=i)
+        for i, q in enumerate(quantities)
+    ]  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_a_row_and_its_children_go_in_together_with_their_ids(django_assert_max_num_queries):
+    """A sale's purchase and its lines (or an entry with its postings and lot) are one
+    statement on PostgreSQL; elsewhere one per table. Either way every row gets its id and
+    the children point at their parent."""
+    member, store = MemberFactory(), StoreFactory()
+    purchase = _sale(store, member)
+    lines = _lines(purchase, 2, 1, 5)
+    also = ("UPDATE members_member SET first_name = %s WHERE id = %s", ["Ayşe", member.pk])
+    with django_assert_max_num_queries(1 if connection.vendor == "postgresql" else 3):
+        family_insert(purchase, lines, also=also)
+    stored = Purchase.objects.get(store=store)
+    assert stored.pk == purchase.pk and stored.public_id == purchase.public_id
+    rows = list(stored.lines.order_by("position").values_list("pk", "sku", "quantity", "points"))
+    assert rows == [(line.pk, line.sku, line.quantity, line.points) for line in lines]
+    assert all(line.purchase_id == purchase.pk and not line._state.adding for line in lines)
+    member.refresh_from_db()
+    assert member.first_name == "Ayşe"  # the extra statement ran in it
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_child_leaves_out_its_parent_too(postgres_only):
+    member, store = MemberFactory(), StoreFactory()
+    purchase = _sale(store, member)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        family_insert(purchase, _lines(purchase, 1, 0))  # a line of quantity 0 is refused
+    assert not Purchase.objects.exists() and not PurchaseLine.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_child_of_another_parent_is_refused_before_anything_is_written(postgres_only):
+    member, store = MemberFactory(), StoreFactory()
+    purchase, other = _sale(store, member), _sale(store, member, "R-2")
+    with pytest.raises(ValueError, match="must refer to the parent"):
+        family_insert(purchase, _lines(purchase, 1) + _lines(other, 1))
+    assert not Purchase.objects.exists()
+
+
+@pytest.mark.django_db
+def test_only_the_receipts_own_constraint_reads_as_a_duplicate_receipt(postgres_only):
+    """A purchase refused for another reason than its receipt (here a line the database
+    refuses) is an error, not a 409 naming some other purchase."""
+    make_three_tiers()
+    member, store = MemberFactory(), StoreFactory()
+    sale = dict(store=store, member=member, occurred_at=timezone.now(), currency="EUR",
+                total=Decimal("5.00"), cause=TILL)  # fmt: skip
+    one = [LineIn(sku="A", quantity=Decimal(1), unit_price=Decimal("5.00"))]
+    with transaction.atomic():
+        purchase_record(receipt_id="R-1", lines=one, **sale)
+    with pytest.raises(ReceiptTaken), transaction.atomic():
+        purchase_record(receipt_id="R-1", lines=one, **sale)
+    zero = [LineIn(sku="A", quantity=Decimal(0), unit_price=Decimal("5.00"))]
+    with pytest.raises(IntegrityError) as refused, transaction.atomic():
+        purchase_record(receipt_id="R-2", lines=zero, **sale)
+    assert not isinstance(refused.value, ReceiptTaken)
+    assert list(Purchase.objects.values_list("receipt_id", flat=True)) == ["R-1"]
