@@ -5,7 +5,8 @@ trip for each, not one per use. Outside requests (jobs, the shell, tests calling
 every call reads afresh.
 
 The names are the values' cache keys. Those named in `read_together` come in one round
-trip (MGET) when the request first needs any of them.
+trip (MGET) when the request first needs any of them, or with the first value read
+`together=True` (an API request's key: every till request reads it first).
 
 Per thread: a threaded server serves one request per thread."""
 
@@ -27,13 +28,15 @@ def request_ends(**kwargs) -> None:
     _local.values = None
 
 
-def remembered(name: str, read: Callable[[], T]) -> T:
+def remembered(name: str, read: Callable[[], T], *, together: bool = False) -> T:
+    """The request's value of cache key `name`, from `read()` the first time. With
+    `together`, the first read brings the `read_together` keys along in its round trip."""
     values = getattr(_local, "values", None)
     if values is None:
         return read()
-    if name not in values and name in _together and _FETCHED not in values:
+    if name not in values and (together or name in _together) and _FETCHED not in values:
         values[_FETCHED] = True
-        values.update(_read_together())
+        values.update(_read_together(name))
     if name not in values:
         value = read()
         if value is None:  # nothing to keep (e.g. the cache is down): read again next time
@@ -56,10 +59,11 @@ def read_together(*names: str) -> None:
     _together = tuple(dict.fromkeys(_together + names))
 
 
-def _read_together() -> dict:
+def _read_together(name: str) -> dict:
     from django.core.cache import cache
 
     try:
-        return {k: v for k, v in cache.get_many(_together).items() if v is not None}
+        names = tuple(dict.fromkeys((*_together, name)))
+        return {k: v for k, v in cache.get_many(names).items() if v is not None}
     except Exception:  # a cache outage: each value's own read copes with it
         return {}

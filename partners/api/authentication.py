@@ -5,6 +5,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from rest_framework import authentication, exceptions, permissions
 
+from loyalty import request_memo
 from partners.keys import key_matches, key_split
 from partners.models import ApiKey
 from partners.services import API_KEY_CACHE_SECONDS, api_key_cache_key
@@ -40,15 +41,10 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if parts is None:
             raise exceptions.AuthenticationFailed(_("Malformed API key."))
         prefix, secret = parts
-        api_key = cache.get(api_key_cache_key(prefix))
-        if api_key is None:
-            api_key = (
-                ApiKey.objects.select_related("terminal__store__partner")
-                .filter(prefix=prefix)
-                .first()
-            )
-            if api_key is not None:
-                cache.set(api_key_cache_key(prefix), api_key, timeout=API_KEY_CACHE_SECONDS)
+        # In the round trip that brings the program's settings and rules token along.
+        api_key = request_memo.remembered(
+            api_key_cache_key(prefix), lambda: _api_key_read(prefix), together=True
+        )
         if api_key is None or not key_matches(secret, api_key.hashed_secret):
             raise exceptions.AuthenticationFailed(_("Unknown API key."))
         now = timezone.now()
@@ -64,6 +60,17 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return self.keyword
+
+
+def _api_key_read(prefix: str) -> ApiKey | None:
+    api_key = cache.get(api_key_cache_key(prefix))
+    if api_key is None:
+        api_key = (
+            ApiKey.objects.select_related("terminal__store__partner").filter(prefix=prefix).first()
+        )
+        if api_key is not None:
+            cache.set(api_key_cache_key(prefix), api_key, timeout=API_KEY_CACHE_SECONDS)
+    return api_key
 
 
 class HasScope(permissions.BasePermission):
