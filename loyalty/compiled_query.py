@@ -5,8 +5,8 @@ tills' hottest reads, whose joins and subqueries cost Django more CPU to turn in
     accounts_by_card = CompiledQuery(lambda card: Account.objects.filter(...card...), str)
     accounts = accounts_by_card.run("2000000000017")
 
-The queryset is built once with a marker of each parameter's type (str or datetime) in
-its place; the SQL text Django made is kept, and the rows become model instances
+The queryset is built once with a marker of each parameter's type (str, int or datetime)
+in its place; the SQL text Django made is kept, and the rows become model instances
 (select_related ones and annotations included) exactly as a QuerySet makes them. Only for
 querysets whose SQL does not depend on the values (equality and comparison filters, not
 `__in` a list) and that return model instances, on the database the queryset chose when
@@ -28,6 +28,8 @@ from django.db.models.sql.compiler import SQLCompiler
 def _marker(kind: type, index: int):
     if kind is str:
         return f"\x00tally-compiled-query-parameter-{index}\x00"
+    if kind is int:  # no id or count comes near it
+        return -7_310_424_200_000 - index
     if kind is datetime:  # a moment no real value has: 1901, down to the microsecond
         return datetime(1901, 2, 3, 4, 5, 6, 424_200 + index, tzinfo=UTC)
     raise TypeError(f"CompiledQuery: no marker for {kind!r} parameters")

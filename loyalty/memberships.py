@@ -148,13 +148,21 @@ def member_plan_at(
     catalog = catalog if catalog is not None else plan_catalog()
     if not catalog or member.pk is None:
         return None
-    plan_id = (
-        Membership.objects.filter(covering(at), member_id=member.pk)
+    found = _latest_membership_covering.run(member.pk, at)
+    return catalog.by_id.get(found[0].plan_id) if found else None
+
+
+# Every purchase in a program that sells plans asks this: from SQL compiled once
+# (loyalty.compiled_query), as building the query cost more CPU than running it.
+_latest_membership_covering = CompiledQuery(
+    lambda member_id, at: (
+        Membership.objects.filter(covering(at), member_id=member_id)
         .order_by("-starts_at")
-        .values_list("plan_id", flat=True)
-        .first()
-    )
-    return catalog.by_id.get(plan_id) if plan_id is not None else None
+        .only("plan_id")[:1]
+    ),
+    int,
+    datetime,
+)
 
 
 def members_plans_at(*, at: dict[int, datetime], catalog: PlanCatalog) -> dict[int, PlanSpec]:

@@ -13,7 +13,14 @@ from loyalty import ledger, memberships
 from loyalty.compiled_query import CompiledQuery
 from loyalty.db_copy import family_insert, objects_insert
 from loyalty.exceptions import UnknownMember
-from loyalty.models import Account, MembershipPlan, MemberTier, Purchase, PurchaseLine
+from loyalty.models import (
+    Account,
+    Membership,
+    MembershipPlan,
+    MemberTier,
+    Purchase,
+    PurchaseLine,
+)
 from loyalty.purchases import LineIn, ReceiptTaken, purchase_record
 from members.models import Member
 from tests.factories import MemberFactory, StaffFactory, StoreFactory
@@ -98,6 +105,54 @@ def test_the_compiled_till_lookup_reads_what_with_membership_reads(django_assert
     assert getattr(memberships.member_by_card(subscriber.card_number), memberships.CURRENT)
     assert getattr(memberships.member_by_card(lapsed.card_number), memberships.CURRENT) is None
     assert memberships.member_by_card("0000000000000") is None
+
+
+@pytest.mark.django_db
+def test_the_compiled_plan_lookup_finds_the_plan_the_orm_finds(django_assert_num_queries):
+    """Each purchase in a program with plans asks which plan the member held when they
+    bought: running, lapsed, cancelled, none, or the next one granted after it."""
+    _, vib, gold = make_three_tiers()
+    plus, premium = (
+        MembershipPlan.objects.create(code=code, name=code, sku=f"{code}-1Y", fee=Decimal("9"),
+                                      tier=tier)
+        for code, tier in (("plus", vib), ("premium", gold))
+    )  # fmt: skip
+    staff, now = StaffFactory(), timezone.now()
+    running, lapsed, cancelled, upgraded, plain = (MemberFactory() for _ in range(5))
+    grant = memberships.membership_grant
+    grant(member=running, plan=plus, months=12, reason="Prize", staff=staff)
+    grant(member=lapsed, plan=plus, months=1, reason="Trial", staff=staff,
+          now=now - timedelta(days=90))  # fmt: skip
+    gone = grant(member=cancelled, plan=plus, months=12, reason="Prize", staff=staff)
+    memberships.membership_cancel(membership=gone, reason="Asked to", staff=staff)
+    grant(member=upgraded, plan=plus, months=12, reason="Prize", staff=staff,
+          now=now - timedelta(days=10))  # fmt: skip
+    grant(member=upgraded, plan=premium, months=12, reason="Upgrade", staff=staff)  # next
+
+    def orm(member, at):
+        plan_id = (
+            Membership.objects.filter(memberships.covering(at), member_id=member.pk)
+            .order_by("-starts_at")
+            .values_list("plan_id", flat=True)
+            .first()
+        )
+        return plan_id and MembershipPlan.objects.get(pk=plan_id).code
+
+    catalog = memberships.plan_catalog()
+    soon, earlier, next_year = (
+        now + timedelta(seconds=1),
+        now - timedelta(days=75),
+        now + timedelta(days=400),
+    )
+    expected = {
+        running: ("plus", None, None), lapsed: (None, "plus", None), cancelled: (None, None, None),
+        upgraded: ("plus", None, "premium"), plain: (None, None, None),
+    }  # fmt: skip
+    for member, codes in expected.items():
+        for at, code in zip((soon, earlier, next_year), codes, strict=True):
+            with django_assert_num_queries(1):
+                found = memberships.member_plan_at(member=member, at=at, catalog=catalog)
+            assert (found and found.code) == orm(member, at) == code
 
 
 def test_a_compiled_query_refuses_a_queryset_whose_sql_depends_on_the_value(postgres_only):
