@@ -5,9 +5,9 @@
 # image's, both built with profile-guided optimisation and LTO. pyenv builds without
 # them unless asked, and on the 2-core bench machine such a build spent 5-10 % more CPU
 # on a purchase (run side by side): a bench on it would count the interpreter against
-# the app. So the benches
-# get their own venv (.venv-bench) from BENCH_PYTHON, else the system's /usr/bin/python3
-# when it is 3.11 or newer and can make a venv, else the project's venv.
+# the app. So the benches get their own venv (.venv-bench) from BENCH_PYTHON, else the
+# system's /usr/bin/python3 when it is 3.11 or newer and can make a venv, else the
+# project's venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
