@@ -8,8 +8,9 @@ from django.db.models import Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from loyalty.compiled_query import CompiledQuery
 from loyalty.ledger import program_settings
-from loyalty.models import AccountKind, JournalEntry, Lot, LotMovement, ProgramSettings
+from loyalty.models import Account, AccountKind, JournalEntry, Lot, LotMovement, ProgramSettings
 from loyalty.money import Money
 from members.models import Member
 
@@ -40,12 +41,22 @@ def points_value(points: int, settings: ProgramSettings) -> Money:
 
 
 def member_points(*, member: Member) -> tuple[int, int]:
-    """(spendable, pending) points in one query."""
-    sums = member.accounts.aggregate(
-        points=Sum("balance", filter=Q(kind=AccountKind.MEMBER), default=0),
-        pending=Sum("balance", filter=Q(kind=AccountKind.MEMBER_PENDING), default=0),
-    )
-    return sums["points"], sums["pending"]
+    """(spendable, pending) points in one query: the stored balances of the member's
+    accounts (a till's lookup asks this on every sale)."""
+    points = pending = 0
+    for account in _member_balances.run(member.pk):
+        if account.kind == AccountKind.MEMBER:
+            points += account.balance
+        elif account.kind == AccountKind.MEMBER_PENDING:
+            pending += account.balance
+    return points, pending
+
+
+# Compiled once (loyalty.compiled_query): building the aggregate this replaced cost
+# Django ~1 ms of CPU, a quarter of a till's lookup; PostgreSQL reads two rows.
+_member_balances = CompiledQuery(
+    lambda member_id: Account.objects.filter(member_id=member_id).only("kind", "balance"), int
+)
 
 
 def member_balance(

@@ -7,17 +7,20 @@ from decimal import Decimal
 
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q, Sum
 from django.utils import timezone
 
-from loyalty import ledger, memberships
+from loyalty import ledger, memberships, selectors
 from loyalty.compiled_query import CompiledQuery
 from loyalty.db_copy import family_insert, objects_insert
 from loyalty.exceptions import UnknownMember
 from loyalty.models import (
     Account,
+    AccountKind,
     Membership,
     MembershipPlan,
     MemberTier,
+    ProgramSettings,
     Purchase,
     PurchaseLine,
 )
@@ -153,6 +156,30 @@ def test_the_compiled_plan_lookup_finds_the_plan_the_orm_finds(django_assert_num
             with django_assert_num_queries(1):
                 found = memberships.member_plan_at(member=member, at=at, catalog=catalog)
             assert (found and found.code) == orm(member, at) == code
+
+
+@pytest.mark.django_db
+def test_a_members_points_are_their_accounts_stored_balances(django_assert_num_queries):
+    """The till's lookup (and the quote, a return's answer) read spendable and pending
+    points in one query: what the ledger's aggregate over the accounts says."""
+    make_three_tiers()
+    store = StoreFactory()
+    paying, pending, newcomer = MemberFactory(), MemberFactory(), MemberFactory()
+    buy(paying, store, "30.00")
+    buy(paying, store, "12.00", redeem_points=10)
+    ProgramSettings.objects.filter(pk=1).update(pending_days=14)  # points wait for returns
+    ledger.program_settings_forget()
+    buy(pending, store, "25.00")
+    for member in (paying, pending, newcomer):
+        orm = member.accounts.aggregate(
+            points=Sum("balance", filter=Q(kind=AccountKind.MEMBER), default=0),
+            pending=Sum("balance", filter=Q(kind=AccountKind.MEMBER_PENDING), default=0),
+        )
+        with django_assert_num_queries(1):
+            assert selectors.member_points(member=member) == (orm["points"], orm["pending"])
+    assert selectors.member_points(member=paying)[0] > 0
+    assert selectors.member_points(member=pending) == (0, 25)
+    assert selectors.member_points(member=newcomer) == (0, 0)
 
 
 def test_a_compiled_query_refuses_a_queryset_whose_sql_depends_on_the_value(postgres_only):
