@@ -7,10 +7,10 @@ tills' hottest reads, whose joins and subqueries cost Django more CPU to turn in
 
 The queryset is built once with a marker of each parameter's type (str, int or datetime)
 in its place; the SQL text Django made is kept, and the rows become model instances
-(select_related ones and annotations included) exactly as a QuerySet makes them. Only for
-querysets whose SQL does not depend on the values (equality and comparison filters, not
-`__in` a list) and that return model instances, on the database the queryset chose when
-it was compiled. On PostgreSQL, which takes the values as they are; elsewhere (SQLite in
+(select_related ones and annotations included), or dicts for a `values()` queryset,
+exactly as a QuerySet makes them. Only for querysets whose SQL does not depend on the
+values (equality and comparison filters, not `__in` a list), on the database the queryset
+chose when it was compiled. On PostgreSQL, which takes the values as they are; elsewhere (SQLite in
 development, which stores datetimes as text) the queryset runs as usual.
 """
 
@@ -48,6 +48,7 @@ class _Compiled:
     end: int
     populators: list
     annotations: dict  # {attribute: column position}
+    names: list[str] | None  # a values() queryset's keys: its rows are dicts
 
 
 _UNCOMPILED = object()  # the queryset runs as usual (not PostgreSQL)
@@ -59,7 +60,7 @@ class CompiledQuery:
         self._kinds = kinds or (str,)
         self._local = threading.local()  # .compiled: a compiler belongs to a thread's connection
 
-    def run(self, *values) -> list[Model]:
+    def run(self, *values) -> list[Model] | list[dict]:
         if len(values) != len(self._kinds):
             raise TypeError(f"CompiledQuery.run takes {len(self._kinds)} values")
         compiled = getattr(self._local, "compiled", None) or self._compile()
@@ -75,6 +76,8 @@ class CompiledQuery:
             rows = cursor.fetchall()
         if compiled.converters:
             rows = compiled.compiler.apply_converters(rows, compiled.converters)
+        if compiled.names is not None:
+            return [dict(zip(compiled.names, row, strict=True)) for row in rows]
         model = compiled.compiler.klass_info["model"]
         objects = []
         for row in rows:
@@ -101,8 +104,17 @@ class CompiledQuery:
         ):
             raise ValueError("CompiledQuery: each parameter must reach the SQL as it is")
         klass_info, select = compiler.klass_info, compiler.select
-        fields = klass_info["select_fields"]
-        start, end = fields[0], fields[-1] + 1
+        if klass_info is None:  # values(): the keys as ValuesIterable names them
+            query = queryset.query
+            names = [*query.extra_select, *query.values_select, *query.annotation_select]
+            start = end = 0
+            init_list, populators = [], []
+        else:
+            names = None
+            fields = klass_info["select_fields"]
+            start, end = fields[0], fields[-1] + 1
+            init_list = [f[0].target.attname for f in select[start:end]]
+            populators = get_related_populators(klass_info, select, queryset.db)
         self._local.compiled = _Compiled(
             db=queryset.db,
             sql=sql,
@@ -110,11 +122,12 @@ class CompiledQuery:
             slots=slots,
             compiler=compiler,
             converters=compiler.get_converters(columns),
-            init_list=[f[0].target.attname for f in select[start:end]],
+            init_list=init_list,
             start=start,
             end=end,
-            populators=get_related_populators(klass_info, select, queryset.db),
+            populators=populators,
             annotations=dict(compiler.annotation_col_map),
+            names=names,
         )
         return self._local.compiled
 

@@ -52,6 +52,22 @@ def member_points(*, member: Member) -> tuple[int, int]:
     return points, pending
 
 
+# The points a member has left in lots, by the day they expire: the next three days.
+# Compiled once (as below): the till's lookup asks it on every sale.
+_expiring_by_day = CompiledQuery(
+    lambda member_id: (
+        Lot.objects.filter(
+            account__member_id=member_id, pending=False, remaining__gt=0, expires_at__isnull=False
+        )
+        .annotate(day=TruncDate("expires_at", tzinfo=timezone.get_default_timezone()))
+        .values("day")
+        .annotate(points=Sum("remaining"), first=Min("expires_at"))
+        .order_by("day")[:3]
+    ),
+    int,
+)
+
+
 # Compiled once (loyalty.compiled_query): building the aggregate this replaced cost
 # Django ~1 ms of CPU, a quarter of a till's lookup; PostgreSQL reads two rows.
 _member_balances = CompiledQuery(
@@ -59,27 +75,16 @@ _member_balances = CompiledQuery(
 )
 
 
-def member_balance(
-    *, member: Member, settings: ProgramSettings | None = None, upcoming: int = 3
-) -> MemberBalance:
-    """Spendable and pending points, their money value, and the next expiry dates
-    (grouped by day; `soon` when inside the program's notice window)."""
+def member_balance(*, member: Member, settings: ProgramSettings | None = None) -> MemberBalance:
+    """Spendable and pending points, their money value, and the next three expiry dates
+    (grouped by day in the program's time zone; `soon` when inside the notice window)."""
     settings = settings or program_settings()
     points, pending = member_points(member=member)
     now = timezone.now()
     soon_until = now + timedelta(days=settings.expiry_notice_days)
-    rows = (
-        Lot.objects.filter(
-            account__member=member, pending=False, remaining__gt=0, expires_at__isnull=False
-        )
-        .annotate(day=TruncDate("expires_at"))
-        .values("day")
-        .annotate(points=Sum("remaining"), first=Min("expires_at"))
-        .order_by("day")[:upcoming]
-    )
     expiring = [
         Expiring(points=r["points"], expires_at=r["first"], soon=r["first"] <= soon_until)
-        for r in rows
+        for r in _expiring_by_day.run(member.pk)
     ]
     return MemberBalance(
         points=points,

@@ -2,21 +2,24 @@
 member lookup, loyalty.db_copy for the inserts): what it reads and writes must be exactly
 what the ORM would have read and written."""
 
+import functools
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q, Sum
+from django.db.models import Min, Q, Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from loyalty import ledger, memberships, selectors
+from loyalty import ledger, memberships, selectors, services
 from loyalty.compiled_query import CompiledQuery
 from loyalty.db_copy import family_insert, objects_insert
 from loyalty.exceptions import UnknownMember
 from loyalty.models import (
     Account,
     AccountKind,
+    Lot,
     Membership,
     MembershipPlan,
     MemberTier,
@@ -180,6 +183,39 @@ def test_a_members_points_are_their_accounts_stored_balances(django_assert_num_q
     assert selectors.member_points(member=paying)[0] > 0
     assert selectors.member_points(member=pending) == (0, 25)
     assert selectors.member_points(member=newcomer) == (0, 0)
+
+
+@pytest.mark.django_db
+def test_the_next_expiry_days_are_what_the_orm_groups(django_assert_num_queries):
+    """The lookup shows the points expiring on the next three days: lots grouped by day
+    in the program's time zone, spent and pending points left out."""
+    member = MemberFactory()
+    noon = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0)
+    days = [noon + timedelta(days=d) for d in (40, 10, 10, 20, 30)]  # 10 twice: one day
+    earn = functools.partial(services.points_credit, member=member, cause=TILL)
+    for i, expires_at in enumerate(days):
+        earn(points=10 + i, description="Earned", expires_at=expires_at + timedelta(minutes=i))
+    earn(points=99, description="Waiting", pending_days=14, expires_at=noon + timedelta(days=5))
+    with transaction.atomic():
+        ledger.debit(member=member, points=5, description="Spent", cause=TILL)
+    orm = list(
+        Lot.objects.filter(
+            account__member=member, pending=False, remaining__gt=0, expires_at__isnull=False
+        )
+        .annotate(day=TruncDate("expires_at"))
+        .values("day")
+        .annotate(points=Sum("remaining"), first=Min("expires_at"))
+        .order_by("day")[:3]
+    )
+    settings = ledger.program_settings()
+    with django_assert_num_queries(2):  # the points, then the expiry days
+        balance = selectors.member_balance(member=member, settings=settings)
+    assert [(e.points, e.expires_at) for e in balance.expiring] == [
+        (r["points"], r["first"]) for r in orm
+    ]
+    # day 10: 11 + 12 less the 5 spent from its earliest lot; then days 20 and 30
+    assert [e.points for e in balance.expiring] == [18, 13, 14]
+    assert (balance.points, balance.pending) == (10 + 11 + 12 + 13 + 14 - 5, 99)
 
 
 def test_a_compiled_query_refuses_a_queryset_whose_sql_depends_on_the_value(postgres_only):
