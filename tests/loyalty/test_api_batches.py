@@ -11,6 +11,7 @@ import re
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
@@ -281,6 +282,42 @@ def lock_awaited(seconds: float = 10) -> bool:
     return False
 
 
+def _own_connection(work):
+    """`work` for a thread: on its own database connection, closed when it ends."""
+
+    def run(*args):
+        try:
+            work(*args)
+        finally:
+            connection.close()
+
+    return run
+
+
+@contextmanager
+def waiting_behind(hold, act, *, never: str):
+    """`hold(held, release)` takes a lock in its own transaction, sets `held` and keeps the
+    lock until `release` is set; then `act()` runs in another thread. The block runs once
+    `act` waits on that lock (the test fails with `never` if it never does); afterwards
+    the lock is let go and both threads are waited for."""
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_own_connection(hold), args=(held, release))
+    holder.start()
+    runner = None
+    try:
+        assert held.wait(timeout=10)
+        runner = threading.Thread(target=_own_connection(act))
+        runner.start()
+        if not lock_awaited():
+            pytest.fail(never)
+        yield
+    finally:
+        release.set()
+        holder.join(timeout=30)
+        if runner is not None:
+            runner.join(timeout=30)
+
+
 def plain_batch(cards: list[str], tag: str) -> dict:
     return {
         "items": [
@@ -341,44 +378,31 @@ def test_a_receipt_recorded_meanwhile_by_another_till_undoes_the_run_and_answers
     single way, so that item answers 409 with the other purchase's id and the others count."""
     monkeypatch.setattr(db_copy, "COPY_FROM", copy_from)
     members = [MemberFactory() for _ in range(3)]
-    inserted, release = threading.Event(), threading.Event()
     other = {}
 
-    def other_till():
-        try:
-            with transaction.atomic():
-                other["purchase"] = Purchase.objects.create(
-                    store=store, member=members[2], receipt_id="R-RACE", occurred_at=timezone.now(),
-                    currency="EUR", total=Decimal("1.00"),
-                )  # fmt: skip
-                inserted.set()
-                release.wait(timeout=30)
-        finally:
-            connection.close()
+    def other_till(inserted, release):
+        with transaction.atomic():
+            other["purchase"] = Purchase.objects.create(
+                store=store, member=members[2], receipt_id="R-RACE", occurred_at=timezone.now(),
+                currency="EUR", total=Decimal("1.00"),
+            )  # fmt: skip
+            inserted.set()
+            release.wait(timeout=30)
 
     def batch():
-        try:
-            items = [
-                {"idempotency_key": "a", "kind": "purchase",
-                 "payload": sale(members[0].card_number, "R-A", BASKET)},
-                {"idempotency_key": "race", "kind": "purchase",
-                 "payload": sale(members[1].card_number, "R-RACE", BASKET)},
-            ]  # fmt: skip
-            other["batch"] = api_client.post("/api/v1/batches", {"items": items}, format="json")
-        finally:
-            connection.close()
+        items = [
+            {"idempotency_key": "a", "kind": "purchase",
+             "payload": sale(members[0].card_number, "R-A", BASKET)},
+            {"idempotency_key": "race", "kind": "purchase",
+             "payload": sale(members[1].card_number, "R-RACE", BASKET)},
+        ]  # fmt: skip
+        other["batch"] = api_client.post("/api/v1/batches", {"items": items}, format="json")
 
-    holder = threading.Thread(target=other_till)
-    holder.start()
-    assert inserted.wait(timeout=10)
-    runner = threading.Thread(target=batch)
-    runner.start()
-    if not lock_awaited():  # the batch waits on the receipt's index
-        release.set()
-        pytest.fail("the batch never waited on the other till's receipt")
-    release.set()
-    holder.join(timeout=30)
-    runner.join(timeout=30)
+    # the batch waits on the receipt's unique index
+    with waiting_behind(
+        other_till, batch, never="the batch never waited on the other till's receipt"
+    ):
+        pass  # nothing to look at while it waits: its answer afterwards is what counts
     results = other["batch"].json()["results"]
     assert [r["status"] for r in results] == [201, 409]
     assert results[1]["body"]["code"] == "duplicate_receipt"
@@ -425,40 +449,22 @@ def test_a_batch_locks_every_member_it_names_before_writing_any(postgres_only, a
     for member in (low, high):  # their accounts in that order: low's come first in pk order
         with transaction.atomic():
             member_accounts_lock(member)
-    holding, release = threading.Event(), threading.Event()
     answer = {}
 
-    def other_batch():  # holds low's accounts, as a batch that got there first would
-        try:
-            with transaction.atomic():
-                list(Account.objects.select_for_update().filter(member=low))
-                holding.set()
-                release.wait(timeout=30)
-        finally:
-            connection.close()
+    def other_batch(holding, release):  # holds low's accounts, as an earlier batch would
+        with transaction.atomic():
+            list(Account.objects.select_for_update().filter(member=low))
+            holding.set()
+            release.wait(timeout=30)
 
     def batch():  # high's second sale ends the first run: high would be locked, then low
-        try:
-            cards = [high.card_number, high.card_number, low.card_number]
-            answer["batch"] = api_client.post(
-                "/api/v1/batches", plain_batch(cards, "order"), format="json"
-            )
-        finally:
-            connection.close()
+        cards = [high.card_number, high.card_number, low.card_number]
+        answer["batch"] = api_client.post(
+            "/api/v1/batches", plain_batch(cards, "order"), format="json"
+        )
 
-    holder = threading.Thread(target=other_batch)
-    holder.start()
-    assert holding.wait(timeout=10)
-    runner = threading.Thread(target=batch)
-    runner.start()
-    try:
-        if not lock_awaited():
-            pytest.fail("the batch never waited for the other batch")
+    with waiting_behind(other_batch, batch, never="the batch never waited for the other batch"):
         assert not accounts_locked(high)
-    finally:
-        release.set()
-        holder.join(timeout=30)
-        runner.join(timeout=30)
     assert [r["status"] for r in answer["batch"].json()["results"]] == [201, 201, 201]
 
 
