@@ -204,6 +204,7 @@ class JournalEntry(models.Model):
         related_name="entries",
         null=True,
         blank=True,
+        db_index=False,  # entry_member_recent starts with it
         help_text=_("The member this movement concerns."),
     )
     description = models.CharField(_("description"), max_length=255, blank=True)
@@ -217,6 +218,7 @@ class JournalEntry(models.Model):
         blank=True,
         related_name="+",
         verbose_name=_("staff user"),
+        db_index=False,  # entry_staff_user: only the few entries staff made
     )
     client = models.CharField(_("API client"), max_length=100, blank=True)
     reversal_of = models.OneToOneField(
@@ -236,7 +238,12 @@ class JournalEntry(models.Model):
         ordering = ["-created_at", "-id"]
         permissions = [("adjust_points", _("Can adjust a member's points with a reason"))]
         indexes = [
-            models.Index(fields=["member", "-created_at", "-id"], name="entry_member_recent")
+            models.Index(fields=["member", "-created_at", "-id"], name="entry_member_recent"),
+            models.Index(
+                fields=["created_by"],
+                condition=Q(created_by__isnull=False),
+                name="entry_staff_user",
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -260,7 +267,10 @@ class JournalEntry(models.Model):
 
 class Posting(models.Model):
     entry = models.ForeignKey(JournalEntry, on_delete=models.PROTECT, related_name="postings")
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="postings")
+    # No index of its own on account: posting_account starts with it.
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="postings", db_index=False
+    )
     amount = models.BigIntegerField(_("points"))
     balance_after = models.BigIntegerField(_("balance after"), null=True, blank=True)
 
@@ -280,7 +290,10 @@ class Lot(models.Model):
     """Points from one credit, with their own expiry. Debits take from the lots that
     expire first, so a member never loses points that could have been spent."""
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="lots")
+    # No index of its own on account: lot_account_expiry starts with it.
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="lots", db_index=False
+    )
     entry = models.ForeignKey(JournalEntry, on_delete=models.PROTECT, related_name="lots")
     points = models.BigIntegerField(_("points earned"))
     remaining = models.BigIntegerField(_("points left"))
@@ -345,9 +358,15 @@ class Purchase(models.Model):
     """A sale recorded by a till or web shop. A receipt is credited once per store, ever."""
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    store = models.ForeignKey("partners.Store", on_delete=models.PROTECT, related_name="purchases")
+    # No index of their own on store and member: the receipt constraint and
+    # purchase_member_time start with them.
+    store = models.ForeignKey(
+        "partners.Store", on_delete=models.PROTECT, related_name="purchases", db_index=False
+    )
     receipt_id = models.CharField(_("receipt"), max_length=100)
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="purchases")
+    member = models.ForeignKey(
+        Member, on_delete=models.PROTECT, related_name="purchases", db_index=False
+    )
     occurred_at = models.DateTimeField(_("happened at"))
     currency = models.CharField(max_length=3)
     total = models.DecimalField(max_digits=14, decimal_places=2)
@@ -384,7 +403,10 @@ class Purchase(models.Model):
 
 
 class PurchaseLine(models.Model):
-    purchase = models.ForeignKey(Purchase, on_delete=models.PROTECT, related_name="lines")
+    # No index of its own: purchase_line_position_unique starts with it.
+    purchase = models.ForeignKey(
+        Purchase, on_delete=models.PROTECT, related_name="lines", db_index=False
+    )
     position = models.PositiveSmallIntegerField()
     sku = models.CharField(max_length=64)
     category = models.CharField(max_length=64, blank=True)
@@ -409,7 +431,10 @@ class PurchaseLine(models.Model):
 
 class PurchaseReturn(models.Model):
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    store = models.ForeignKey("partners.Store", on_delete=models.PROTECT, related_name="+")
+    # No index of its own: return_receipt_once_per_store starts with it.
+    store = models.ForeignKey(
+        "partners.Store", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     return_id = models.CharField(_("return receipt"), max_length=100)
     purchase = models.ForeignKey(Purchase, on_delete=models.PROTECT, related_name="returns")
     points_reversed = models.BigIntegerField(default=0)
@@ -482,7 +507,10 @@ class ActivityEvent(models.Model):
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     store = models.ForeignKey("partners.Store", on_delete=models.PROTECT, related_name="+")
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="events")
+    # No index of its own: event_member_type starts with it.
+    member = models.ForeignKey(
+        Member, on_delete=models.PROTECT, related_name="events", db_index=False
+    )
     type = models.CharField(max_length=50)
     occurred_at = models.DateTimeField()
     properties = models.JSONField(default=dict, blank=True)
@@ -581,7 +609,10 @@ class TierChange(models.Model):
         STAFF = "staff", _("staff")
         PLAN = "plan", _("paid plan")
 
-    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="tier_changes")
+    # No index of its own: tier_change_member_recent starts with it.
+    member = models.ForeignKey(
+        Member, on_delete=models.CASCADE, related_name="tier_changes", db_index=False
+    )
     from_tier = models.ForeignKey(
         Tier, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
         verbose_name=_("from tier"),
@@ -621,7 +652,10 @@ class TierWarning(models.Model):
     """A member was warned by e-mail that they may move down at the review on a day: at
     most one warning per member and review day."""
 
-    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="tier_warnings")
+    # No index of its own: tier_warning_once_per_review starts with it.
+    member = models.ForeignKey(
+        Member, on_delete=models.CASCADE, related_name="tier_warnings", db_index=False
+    )
     review_on = models.DateField(_("review on"))
     tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="+")
     needed = models.DecimalField(_("needed to keep it"), max_digits=14, decimal_places=2)
@@ -703,7 +737,10 @@ class JobRun(models.Model):
 class ExpiryNotice(models.Model):
     """A member was told that points expire on a day: at most one notice per member and day."""
 
-    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="expiry_notices")
+    # No index of its own: expiry_notice_once_per_day starts with it.
+    member = models.ForeignKey(
+        Member, on_delete=models.CASCADE, related_name="expiry_notices", db_index=False
+    )
     expires_on = models.DateField(_("expires on"))
     points = models.BigIntegerField(_("points"))
     sent_at = models.DateTimeField(_("sent at"), default=timezone.now)
@@ -993,7 +1030,8 @@ class RuleAward(models.Model):
     refuses a second one (e.g. two first-purchase bonuses)."""
 
     rule = models.ForeignKey(EarningRule, on_delete=models.PROTECT, related_name="awards")
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="+")
+    # No index of its own: rule_award_member_rule starts with it.
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="+", db_index=False)
     points = models.BigIntegerField(_("points"))
     occurred_at = models.DateTimeField(
         _("happened at"), help_text=_("When the purchase or activity happened.")
@@ -1046,7 +1084,10 @@ class BirthdayGift(models.Model):
     (member, year) makes the database refuse a second gift in a year, however often the
     job runs, catches up after an outage, or staff correct a birth date."""
 
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="birthday_gifts")
+    # No index of its own: birthday_gift_once_a_year starts with it.
+    member = models.ForeignKey(
+        Member, on_delete=models.PROTECT, related_name="birthday_gifts", db_index=False
+    )
     year = models.PositiveSmallIntegerField(_("year"))
     birthday = models.DateField(
         _("celebrated on"), help_text=_("29 February birthdays fall on 28 February in other years.")
@@ -1213,8 +1254,13 @@ class Membership(models.Model):
         STAFF = "staff", _("granted by staff")
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # No index of its own: membership_member_ends starts with it.
     member = models.ForeignKey(
-        Member, on_delete=models.PROTECT, related_name="memberships", verbose_name=_("member")
+        Member,
+        on_delete=models.PROTECT,
+        related_name="memberships",
+        verbose_name=_("member"),
+        db_index=False,
     )
     plan = models.ForeignKey(
         MembershipPlan, on_delete=models.PROTECT, related_name="memberships",

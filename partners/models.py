@@ -50,7 +50,10 @@ class Terminal(models.Model):
         POS = "pos", _("POS terminal")
         ONLINE = "online", _("Online-store client")
 
-    store = models.ForeignKey(Store, on_delete=models.PROTECT, related_name="terminals")
+    # No index of its own: terminal_name_unique_in_store starts with it.
+    store = models.ForeignKey(
+        Store, on_delete=models.PROTECT, related_name="terminals", db_index=False
+    )
     name = models.CharField(_("name"), max_length=100)
     kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices, default=Kind.POS)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
@@ -118,7 +121,8 @@ class IdempotencyRecord(models.Model):
     """The first response to a state-changing request, written in the same transaction
     as what the request changed, and replayed for a retry with the same key and body."""
 
-    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: idempotency_key_unique_per_store starts with it.
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_index=False)
     key = models.CharField(max_length=255)
     fingerprint = models.CharField(max_length=64)
     status = models.PositiveSmallIntegerField()
