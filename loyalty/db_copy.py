@@ -92,31 +92,31 @@ def _insert_statement(model: type[Model], rows: int) -> tuple[str, list]:
 
 
 def family_insert(parent: Model, children: list[Model], *, also: tuple[str, list] = ("", [])):
-    """Insert `parent` and its `children` (new instances whose foreign key to the parent's
-    model is set to `parent`, unsaved) in one statement on PostgreSQL: a writable CTE per
-    table, the children taking the parent's new id from its RETURNING. `also` is one more
-    data-modifying statement (SQL and parameters) to run in it, e.g. an UPDATE of stored
-    balances. Everything gets its primary key. Elsewhere: objects_insert one table after
-    the other, then `also`.
+    """Insert `parent` and its `children` (new, unsaved instances) in one statement on
+    PostgreSQL: a writable CTE per table, each row taking the new id of the row it refers
+    to from that row's RETURNING. A child may refer to the parent, or to a child of an
+    earlier model that is the only one of its model here (a purchase riding along with
+    its ledger entry, and the purchase's lines): by foreign key set to that instance.
+    `also` is one more data-modifying statement (SQL and parameters) to run in it, e.g.
+    an UPDATE of stored balances. Everything gets its primary key. Elsewhere:
+    objects_insert one table after the other, then `also`.
 
-    A till's sale writes an entry with its postings and lot, then a purchase with its
+    A till's sale writes an entry with its postings and lot, and a purchase with its
     lines: as separate statements each one cost a round trip and as much CPU again in
-    psycopg and PostgreSQL as the row itself. Foreign keys are checked at the end of the
-    statement (Django makes them deferred anyway), so the order of the CTEs is free."""
+    psycopg and PostgreSQL as the rows themselves. Foreign keys are checked at the end of
+    the statement (Django makes them deferred anyway), so the order of the CTEs is free."""
     runs = _runs(children)
+    sources = _sources(parent, runs)
+    shape = tuple((model, len(objs), _linked(model, objs, sources)) for model, objs in runs)
     if connection.vendor != "postgresql":
         objects_insert(type(parent), [parent])
-        for model, objs in runs:
-            for obj in objs:
-                for field in _links(model, type(parent)):
-                    if field.get_cached_value(obj, None) is parent:
-                        setattr(obj, field.attname, parent.pk)
+        for (model, objs), (_m, _n, linked) in zip(runs, shape, strict=True):
+            _links_set(model, objs, linked, sources)
             objects_insert(model, objs)
         if also[0]:
             with connection.cursor() as cursor:
                 cursor.execute(*also)
         return
-    shape = tuple((model, len(objs), _linked(model, objs, parent)) for model, objs in runs)
     sql, readers = _family_statement(type(parent), shape, also[0])
     params = [read(parent) for read in readers[0]]
     for (_model, objs), run_readers in zip(runs, readers[1:], strict=True):
@@ -129,12 +129,12 @@ def family_insert(parent: Model, children: list[Model], *, also: tuple[str, list
     for table, pk in rows:
         ids.setdefault(table, []).append(pk)
     [parent.pk] = ids[0]
-    for i, ((model, run), (_m, _n, linked)) in enumerate(zip(runs, shape, strict=True), 1):
+    for i, (_model, run) in enumerate(runs, 1):
         for obj, pk in zip(run, ids[i], strict=True):
             obj.pk = pk
-            for name in linked:
-                setattr(obj, model._meta.get_field(name).attname, parent.pk)
-        _saved(run)
+    for (model, objs), (_m, _n, linked) in zip(runs, shape, strict=True):
+        _links_set(model, objs, linked, sources)
+        _saved(objs)
     _saved([parent])
 
 
@@ -146,16 +146,28 @@ def _runs(children: list[Model]) -> list[tuple[type[Model], list[Model]]]:
     return list(runs.items())
 
 
-def _links(model: type[Model], parent_model: type[Model]) -> list[Field]:
-    return [
-        f for f in model._meta.concrete_fields if f.is_relation and f.related_model is parent_model
-    ]
+def _sources(parent: Model, runs: list[tuple[type[Model], list[Model]]]) -> dict[int, int]:
+    """The rows others may refer to, as {id(instance): its CTE's number}: the parent
+    (t0) and each child alone of its model (t1, t2, ...)."""
+    sources = {id(parent): 0}
+    for i, (_model, objs) in enumerate(runs, 1):
+        if len(objs) == 1:
+            sources[id(objs[0])] = i
+    return sources
 
 
-def _linked(model: type[Model], objs: list[Model], parent: Model) -> tuple[str, ...]:
-    """The names of `model`'s foreign keys that point at `parent` (the same for all rows)."""
+def _linked(
+    model: type[Model], objs: list[Model], sources: dict[int, int]
+) -> tuple[tuple[str, int], ...]:
+    """The foreign keys of `model`'s rows that refer to a row of this statement, as
+    (field name, that row's CTE number): the same for every row."""
+    relations = [f for f in model._meta.concrete_fields if f.is_relation]
     linked = {
-        tuple(f.name for f in _links(model, type(parent)) if f.get_cached_value(o, None) is parent)
+        tuple(
+            (f.name, sources[id(target)])
+            for f in relations
+            if (target := f.get_cached_value(o, None)) is not None and id(target) in sources
+        )
         for o in objs
     }
     if len(linked) != 1 or not next(iter(linked)):
@@ -163,26 +175,42 @@ def _linked(model: type[Model], objs: list[Model], parent: Model) -> tuple[str, 
     return linked.pop()
 
 
+def _links_set(
+    model: type[Model], objs: list[Model], linked: tuple, sources: dict[int, int]
+) -> None:
+    """Copy the ids of the rows referred to into the foreign key columns (after insert)."""
+    for name, _source in linked:
+        field = model._meta.get_field(name)
+        for obj in objs:
+            setattr(obj, field.attname, field.get_cached_value(obj).pk)
+
+
 @functools.cache
 def _family_statement(parent_model: type[Model], shape: tuple, also_sql: str):
     """The statement's text and each table's column readers (None where the column takes
-    the parent's id), kept per table, row count and link."""
+    the id of another row of the statement), kept per table, row count and links."""
     quote = connection.ops.quote_name
     sql, readers = _insert_statement(parent_model, 1)
-    parent_pk = quote(parent_model._meta.pk.column)
-    ctes, selects, all_readers = [f"t0 AS ({sql})"], [f"SELECT 0, {parent_pk} FROM t0"], [readers]
+    pks = [quote(m._meta.pk.column) for m in (parent_model, *(model for model, _n, _l in shape))]
+    ctes, selects, all_readers = [f"t0 AS ({sql})"], [f"SELECT 0, {pks[0]} FROM t0"], [readers]
     for i, (model, rows, linked) in enumerate(shape, start=1):
+        links = dict(linked)
+        if any(source >= i for source in links.values()):
+            raise ValueError(f"A {model.__name__} refers to a row that comes after it.")
         meta = model._meta
         fields = [f for f in meta.concrete_fields if f is not meta.auto_field and not f.generated]
-        cells = [f"(SELECT {parent_pk} FROM t0)" if f.name in linked else "%s" for f in fields]
+        cells = [
+            f"(SELECT {pks[links[f.name]]} FROM t{links[f.name]})" if f.name in links else "%s"
+            for f in fields
+        ]
         row = "(" + ", ".join(cells) + ")"
         ctes.append(
             f"t{i} AS (INSERT INTO {quote(meta.db_table)} "
             f"({', '.join(quote(f.column) for f in fields)}) VALUES {', '.join([row] * rows)} "
-            f"RETURNING {quote(meta.db_table)}.{quote(meta.pk.column)})"
+            f"RETURNING {quote(meta.db_table)}.{pks[i]})"
         )
-        selects.append(f"SELECT {i}, {quote(meta.pk.column)} FROM t{i}")
-        all_readers.append([None if f.name in linked else _reader(f) for f in fields])
+        selects.append(f"SELECT {i}, {pks[i]} FROM t{i}")
+        all_readers.append([None if f.name in links else _reader(f) for f in fields])
     if also_sql:
         ctes.append(f"also AS ({also_sql})")
     # Each table's ids come back in VALUES order, as bulk_create relies on too.

@@ -11,13 +11,14 @@ Invariants (tested by tests/loyalty/test_ledger_properties.py):
 
 import functools
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from dateutil.relativedelta import relativedelta
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import F, Model, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -382,11 +383,13 @@ def credit(
     details: dict | None = None,
     settings: ProgramSettings | None = None,
     accounts: MemberAccounts | None = None,
+    riders: Callable[[JournalEntry], list[Model]] | None = None,
 ) -> JournalEntry:
     """Give points to a member as a new lot. With `pending_until` in the future the points
     wait in the pending account until the maturation job releases them.
     A debt left by an earlier clawback is paid off first. Pass `accounts` when the caller
-    already holds the member's lock."""
+    already holds the member's lock. `riders(entry)` gives new rows to insert in the same
+    statement as the entry, which may refer to it (a purchase and its lines)."""
     _check_points(points)
     accounts = accounts or member_accounts_lock(member)
     one = Credit(
@@ -394,7 +397,9 @@ def credit(
         effective_at=effective_at, expires_at=expires_at, pending_until=pending_until,
         details=details,
     )  # fmt: skip
-    return credits_post([one], cause=cause, kind=kind, counter=counter, settings=settings)[0]
+    return credits_post(
+        [one], cause=cause, kind=kind, counter=counter, settings=settings, riders=riders
+    )[0]
 
 
 def credits_post(
@@ -404,10 +409,11 @@ def credits_post(
     kind: str = EntryKind.EARN,
     counter: Account | None = None,
     settings: ProgramSettings | None = None,
+    riders: Callable[[JournalEntry], list[Model]] | None = None,
 ) -> list[JournalEntry]:
     """`credit` for many members at once, in order (a batch of purchases): one entry and
-    one lot each, in four queries however many (one for a single credit). The members'
-    accounts must be locked."""
+    one lot each, in four queries however many (one for a single credit, with its
+    `riders`). The members' accounts must be locked."""
     _require_atomic()
     for one in credits:
         _check_points(one.points)
@@ -426,6 +432,8 @@ def credits_post(
         for one in credits
     ]
     single = len(entries) == 1  # a till's sale: everything below goes in with the entry
+    if riders is not None and not single:
+        raise ValueError("Only a single credit takes riders.")
     if not single:
         objects_insert(JournalEntry, entries, ids=True)
     postings, lots, moved = [], [], {}
@@ -450,7 +458,8 @@ def credits_post(
         )  # fmt: skip
         lots.append(lot)
     if single:  # one statement (db_copy.family_insert)
-        family_insert(entries[0], postings + lots, also=_balances_update(moved))
+        rows = postings + lots + (riders(entries[0]) if riders else [])
+        family_insert(entries[0], rows, also=_balances_update(moved))
     else:
         objects_insert(Posting, postings)
         objects_insert(Lot, lots)

@@ -187,24 +187,30 @@ def purchase_record(
             member=member, points=redeem_points, description=label, cause=cause,
             accounts=accounts,
         )  # fmt: skip
-    if quote.points:
-        earn_entry = ledger.credit(
-            member=member, points=quote.points, description=label, cause=cause,
-            effective_at=occurred_at, pending_until=pending_until_for(occurred_at, settings),
-            details={"breakdown": quote.breakdown}, settings=settings, accounts=accounts,
-        )  # fmt: skip
     purchase = Purchase(
         store=store, member=member, receipt_id=receipt_id, occurred_at=occurred_at,
         currency=currency, total=total, points_earned=quote.points,
-        points_redeemed=redeem_points, breakdown=quote.breakdown,
-        earn_entry=earn_entry, redeem_entry=redeem_entry,
+        points_redeemed=redeem_points, breakdown=quote.breakdown, redeem_entry=redeem_entry,
     )  # fmt: skip
     # The lines get ids too: plans bought refer to their line.
     purchase.recorded_lines = purchase_lines_new(purchase, lines, quote.line_points)
+
+    def earned_by(entry):  # the purchase and its lines go in with the entry (one statement)
+        purchase.earn_entry = entry
+        return [purchase, *purchase.recorded_lines]
+
     try:
         # No savepoint of its own: the receipt is unique per store, and when another
         # request committed it meanwhile, the caller's rollback undoes these points.
-        family_insert(purchase, purchase.recorded_lines)
+        if quote.points:
+            earn_entry = ledger.credit(
+                member=member, points=quote.points, description=label, cause=cause,
+                effective_at=occurred_at, pending_until=pending_until_for(occurred_at, settings),
+                details={"breakdown": quote.breakdown}, settings=settings, accounts=accounts,
+                riders=earned_by,
+            )  # fmt: skip
+        else:
+            family_insert(purchase, purchase.recorded_lines)
     except IntegrityError as error:
         if _constraint(error) != RECEIPT_ONCE:
             raise

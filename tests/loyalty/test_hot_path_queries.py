@@ -10,6 +10,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Min, Q, Sum
 from django.db.models.functions import TruncDate
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from loyalty import ledger, memberships, selectors, services
@@ -19,6 +20,7 @@ from loyalty.exceptions import UnknownMember
 from loyalty.models import (
     Account,
     AccountKind,
+    JournalEntry,
     Lot,
     Membership,
     MembershipPlan,
@@ -305,6 +307,59 @@ def test_a_row_and_its_children_go_in_together_with_their_ids(django_assert_max_
     assert all(line.purchase_id == purchase.pk and not line._state.adding for line in lines)
     member.refresh_from_db()
     assert member.first_name == "Ayşe"  # the extra statement ran in it
+
+
+@pytest.mark.django_db
+def test_a_sale_rides_along_with_its_entry_and_every_row_points_at_the_right_one(
+    django_assert_max_num_queries,
+):
+    """An entry (the parent), a purchase that refers to it and the purchase's lines, which
+    refer to the purchase: one statement on PostgreSQL, one per table elsewhere."""
+    member, store = MemberFactory(), StoreFactory()
+    entry = JournalEntry(kind="earn", member=member, description="Sale", source="api")
+    purchase = _sale(store, member)
+    purchase.earn_entry = entry
+    lines = _lines(purchase, 1, 2)
+    with django_assert_max_num_queries(1 if connection.vendor == "postgresql" else 3):
+        family_insert(entry, [purchase, *lines])
+    stored = Purchase.objects.get(store=store)
+    assert entry.pk is not None and stored.earn_entry_id == entry.pk == purchase.earn_entry_id
+    assert list(stored.lines.values_list("pk", "purchase_id")) == [
+        (line.pk, purchase.pk) for line in lines
+    ]
+
+
+@pytest.mark.django_db
+def test_a_row_cannot_refer_to_one_that_goes_in_after_it(postgres_only):
+    member, store = MemberFactory(), StoreFactory()
+    entry = JournalEntry(kind="earn", member=member, description="Sale", source="api")
+    purchase = _sale(store, member)
+    purchase.earn_entry = entry
+    lines = _lines(purchase, 1)
+    with pytest.raises(ValueError, match="comes after it"):
+        family_insert(entry, [*lines, purchase])
+    assert not Purchase.objects.exists() and not JournalEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_sale_that_earns_writes_its_rows_in_one_statement(postgres_only):
+    """Entry, postings, lot, balance, purchase and lines: one INSERT statement (with the
+    UPDATE in it), and the purchase points at the entry that credited it."""
+    make_three_tiers()
+    member, store = MemberFactory(), StoreFactory()
+    one = [LineIn(sku="A", quantity=Decimal(2), unit_price=Decimal("5.00"))]
+    sale = dict(store=store, member=member, occurred_at=timezone.now(), currency="EUR",
+                total=Decimal("10.00"), lines=one, cause=TILL)  # fmt: skip
+    with transaction.atomic():  # the first one also opens the member's accounts
+        purchase_record(receipt_id="R-0", **sale)
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        purchase = purchase_record(receipt_id="R-1", **sale)
+    writes = [q["sql"] for q in queries if q["sql"].startswith(("INSERT", "UPDATE", "WITH"))]
+    assert len(writes) == 1 and writes[0].startswith("WITH")
+    stored = Purchase.objects.select_related("earn_entry").get(receipt_id="R-1")
+    assert stored.earn_entry_id == purchase.earn_entry_id is not None
+    assert stored.earn_entry.postings.get(account__member=member).amount == purchase.points_earned
+    assert stored.lines.get().points == purchase.points_earned
 
 
 @pytest.mark.django_db(transaction=True)
