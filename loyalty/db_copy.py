@@ -111,7 +111,7 @@ def family_insert(parent: Model, children: list[Model], *, also: tuple[str, list
     if connection.vendor != "postgresql":
         objects_insert(type(parent), [parent])
         for (model, objs), (_m, _n, linked) in zip(runs, shape, strict=True):
-            _links_set(model, objs, linked, sources)
+            _links_set(model, objs, linked)
             objects_insert(model, objs)
         if also[0]:
             with connection.cursor() as cursor:
@@ -133,7 +133,7 @@ def family_insert(parent: Model, children: list[Model], *, also: tuple[str, list
         for obj, pk in zip(run, ids[i], strict=True):
             obj.pk = pk
     for (model, objs), (_m, _n, linked) in zip(runs, shape, strict=True):
-        _links_set(model, objs, linked, sources)
+        _links_set(model, objs, linked)
         _saved(objs)
     _saved([parent])
 
@@ -171,13 +171,13 @@ def _linked(
         for o in objs
     }
     if len(linked) != 1 or not next(iter(linked)):
-        raise ValueError(f"Every {model.__name__} must refer to the parent the same way.")
+        raise ValueError(
+            f"Every {model.__name__} must refer to the parent (or an earlier row) the same way."
+        )
     return linked.pop()
 
 
-def _links_set(
-    model: type[Model], objs: list[Model], linked: tuple, sources: dict[int, int]
-) -> None:
+def _links_set(model: type[Model], objs: list[Model], linked: tuple) -> None:
     """Copy the ids of the rows referred to into the foreign key columns (after insert)."""
     for name, _source in linked:
         field = model._meta.get_field(name)
