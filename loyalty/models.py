@@ -204,7 +204,7 @@ class JournalEntry(models.Model):
         related_name="entries",
         null=True,
         blank=True,
-        db_index=False,  # entry_member_recent starts with it
+        db_index=False,  # no index of its own: entry_member_recent starts with it
         help_text=_("The member this movement concerns."),
     )
     description = models.CharField(_("description"), max_length=255, blank=True)
@@ -218,7 +218,7 @@ class JournalEntry(models.Model):
         blank=True,
         related_name="+",
         verbose_name=_("staff user"),
-        db_index=False,  # entry_staff_user: only the few entries staff made
+        db_index=False,  # entry_staff_user instead: only the few entries staff made
     )
     client = models.CharField(_("API client"), max_length=100, blank=True)
     reversal_of = models.OneToOneField(

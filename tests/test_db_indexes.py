@@ -12,14 +12,13 @@ OURS = ("members", "loyalty", "rewards", "partners")
 
 
 def _covering(model) -> dict[str, str]:
-    """The first field of each unconditional multi-column index or unique constraint,
-    mapped to its name: what an index of that field alone would duplicate."""
+    """The first field of each unconditional index or unique constraint, mapped to its
+    name: what an index of that field alone would duplicate."""
     covers = {}
     for item in [*model._meta.indexes, *model._meta.constraints]:
         if isinstance(item, Index | UniqueConstraint) and item.fields and not item.condition:
             first = item.fields[0].lstrip("-")
-            if len(item.fields) > 1:
-                covers.setdefault(model._meta.get_field(first).name, item.name)
+            covers.setdefault(model._meta.get_field(first).name, item.name)
     for fields in model._meta.unique_together:
         covers.setdefault(fields[0], "unique_together")
     return covers
