@@ -28,15 +28,20 @@ def request_ends(**kwargs) -> None:
     _local.values = None
 
 
-def remembered(name: str, read: Callable[[], T], *, together: bool = False) -> T:
+def remembered(
+    name: str, read: Callable[[], T], *, together: bool = False, shared: bool = False
+) -> T:
     """The request's value of cache key `name`, from `read()` the first time. With
-    `together`, the first read brings the `read_together` keys along in its round trip."""
+    `together`, the first read brings the `read_together` keys along in its round trip.
+    With `shared` too, the value that round trip finds is decoded once per process while
+    it stays the same in the cache, and every request gets that one object: for values
+    that nobody changes in place (a till's API key)."""
     values = getattr(_local, "values", None)
     if values is None:
         return read()
     if name not in values and (together or name in _together) and _FETCHED not in values:
         values[_FETCHED] = True
-        values.update(_read_together(name))
+        values.update(_read_together(name, shared))
     if name not in values:
         value = read()
         if value is None:  # nothing to keep (e.g. the cache is down): read again next time
@@ -59,11 +64,15 @@ def read_together(*names: str) -> None:
     _together = tuple(dict.fromkeys(_together + names))
 
 
-def _read_together(name: str) -> dict:
+def _read_together(name: str, shared: bool) -> dict:
     from django.core.cache import cache
 
     try:
         names = tuple(dict.fromkeys((*_together, name)))
-        return {k: v for k, v in cache.get_many(names).items() if v is not None}
+        if shared and hasattr(cache, "get_many_shared"):  # config.cache.ReusingRedisCache
+            found = cache.get_many_shared(names, shared={name})
+        else:
+            found = cache.get_many(names)
+        return {k: v for k, v in found.items() if v is not None}
     except Exception:  # a cache outage: each value's own read copes with it
         return {}

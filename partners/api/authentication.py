@@ -1,3 +1,4 @@
+import copy
 from datetime import timedelta
 
 from django.core.cache import cache
@@ -41,9 +42,10 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if parts is None:
             raise exceptions.AuthenticationFailed(_("Malformed API key."))
         prefix, secret = parts
-        # In the round trip that brings the program's settings and rules token along.
+        # In the round trip that brings the program's settings and rules token along,
+        # decoded once per process while unchanged (shared: so it is never changed in place).
         api_key = request_memo.remembered(
-            api_key_cache_key(prefix), lambda: _api_key_read(prefix), together=True
+            api_key_cache_key(prefix), lambda: _api_key_read(prefix), together=True, shared=True
         )
         if api_key is None or not key_matches(secret, api_key.hashed_secret):
             raise exceptions.AuthenticationFailed(_("Unknown API key."))
@@ -54,6 +56,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(_("This API key has expired."))
         if api_key.last_used_at is None or api_key.last_used_at < now - LAST_USED_RESOLUTION:
             ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+            api_key = copy.copy(api_key)  # other requests may hold this one
             api_key.last_used_at = now
             cache.set(api_key_cache_key(prefix), api_key, timeout=API_KEY_CACHE_SECONDS)
         return ApiClient(api_key), api_key

@@ -6,6 +6,7 @@ import functools
 from datetime import timedelta
 from decimal import Decimal
 
+import psycopg
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Min, Q, Sum
@@ -307,6 +308,40 @@ def test_a_row_and_its_children_go_in_together_with_their_ids(django_assert_max_
     assert all(line.purchase_id == purchase.pk and not line._state.adding for line in lines)
     member.refresh_from_db()
     assert member.first_name == "Ayşe"  # the extra statement ran in it
+
+
+@pytest.mark.django_db
+def test_a_big_basket_goes_in_as_one_statement_its_text_converted_once(
+    django_assert_max_num_queries,
+):
+    """A basket of 12 lines makes a statement of 87 parameters. psycopg keeps its own
+    conversion of %s placeholders only up to 50, so with server-side binding the statement
+    goes by psycopg's RawCursor with $1, $2... written in (db_copy._numbered_cursor); a
+    literal %% in the statement stays a literal %."""
+    member, store = MemberFactory(), StoreFactory()
+    purchase = _sale(store, member)
+    lines = _lines(purchase, *range(1, 13))
+    also = ("UPDATE members_member SET first_name = %s || '%%' WHERE id = %s", ["Ayşe", member.pk])
+    cursors, sizes = [], []
+
+    def spy(execute, sql, params, many, context):
+        cursors.append(type(context["cursor"].cursor))
+        sizes.append(len(params))
+        return execute(sql, params, many, context)
+
+    queries = 1 if connection.vendor == "postgresql" else 13
+    with django_assert_max_num_queries(queries), connection.execute_wrapper(spy):
+        family_insert(purchase, lines, also=also)
+    if connection.vendor == "postgresql":
+        assert sizes == [87]
+        if connection.features.uses_server_side_binding:
+            assert issubclass(cursors[0], psycopg.RawCursor)
+    stored = Purchase.objects.get(store=store)
+    assert list(stored.lines.order_by("position").values_list("pk", "quantity")) == [
+        (line.pk, line.quantity) for line in lines
+    ]
+    member.refresh_from_db()
+    assert member.first_name == "Ayşe%"
 
 
 @pytest.mark.django_db

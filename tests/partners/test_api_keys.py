@@ -235,6 +235,54 @@ def test_unknown_scope_is_refused_when_issuing(db, terminal):
     assert not ApiKey.objects.exists()
 
 
+@pytest.fixture
+def clients_seen(monkeypatch):
+    """The ApiKey objects that authenticated requests were given, in order."""
+    seen = []
+    real = authentication.ApiClient
+
+    def recording(api_key):
+        seen.append(api_key)
+        return real(api_key)
+
+    monkeypatch.setattr(authentication, "ApiClient", recording)
+    return seen
+
+
+@pytest.mark.django_db
+def test_a_process_decodes_a_tills_key_once_while_it_stays_the_same(
+    shared_cache, api_key, clients_seen
+):
+    """The key read from Redis on every request is unpickled once per process (config.cache
+    get_many_shared), yet a revocation still refuses the very next request."""
+    row, full_key = api_key
+    client = client_with(full_key)
+    for _ in range(3):  # the first also stamps last_used_at, which re-caches the key
+        assert_authenticated(lookup(client))
+    assert clients_seen[1] is clients_seen[2]
+    api_key_revoke(api_key=row)
+    body = assert_problem(lookup(client), 401, "authentication_failed")
+    assert body["detail"] == "This API key was revoked."
+
+
+@pytest.mark.django_db
+def test_stamping_last_used_leaves_the_key_other_requests_hold_alone(
+    shared_cache, api_key, clients_seen, monkeypatch
+):
+    _row, full_key = api_key
+    client = client_with(full_key)
+    assert_authenticated(lookup(client))
+    assert_authenticated(lookup(client))
+    held = clients_seen[-1]
+    stamped = held.last_used_at
+    later = stamped + timedelta(minutes=2)
+    monkeypatch.setattr(authentication.timezone, "now", lambda: later)
+    assert_authenticated(lookup(client))
+    assert held.last_used_at == stamped  # the shared object was not changed in place
+    assert_authenticated(lookup(client))
+    assert clients_seen[-1] is not held and clients_seen[-1].last_used_at == later
+
+
 # --- last used -----------------------------------------------------------------------
 
 
