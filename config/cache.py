@@ -23,15 +23,21 @@ class ReusingRedisCache(RedisCache):
         self._class = _ReusingClient
         self._decoded: dict[str, tuple[bytes, object]] = {}  # key: (stored bytes, value)
 
-    def get_many_shared(self, keys, shared) -> dict:
+    def get_many_shared(self, keys, shared, counts=()) -> dict:
         """get_many, in one round trip, except that the values of the keys in `shared` are
         decoded once per process for as long as their stored bytes stay the same, and the
         same object goes to every caller: only for values nobody changes in place. A till's
-        API key unpickles into four model instances on every request otherwise."""
+        API key unpickles into four model instances on every request otherwise.
+        `counts` are (key, timeout) counters to add one to in the same round trip, as
+        `count` does; their new values come back under their keys."""
         names = {self.make_and_validate_key(key): key for key in keys}
-        stored = self._cache.get_client(None).mget(list(names))
+        pipe = self._cache.get_client(None, write=bool(counts)).pipeline(transaction=False)
+        pipe.mget(list(names))
+        for key, timeout in counts:
+            self._count_queued(pipe, self.make_and_validate_key(key), timeout)
+        stored, *counted = pipe.execute()
         loads = self._cache._serializer.loads
-        values = {}
+        values = {key: value for (key, _t), value in zip(counts, counted[1::2], strict=True)}
         for made, data in zip(names, stored, strict=True):
             key = names[made]
             if data is None:
@@ -50,6 +56,10 @@ class ReusingRedisCache(RedisCache):
         return it: one round trip (Django's incr is two, and needs the key to exist)."""
         key = self.make_and_validate_key(key)
         pipe = self._cache.get_client(key, write=True).pipeline(transaction=False)
+        self._count_queued(pipe, key, timeout)
+        return pipe.execute()[1]
+
+    @staticmethod
+    def _count_queued(pipe, key: str, timeout: int) -> None:
         pipe.set(key, 0, ex=timeout, nx=True)
         pipe.incr(key)
-        return pipe.execute()[1]

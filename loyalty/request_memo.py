@@ -18,6 +18,7 @@ T = TypeVar("T")
 _local = threading.local()  # .values: {name: value} while a request runs, else None
 _together: tuple[str, ...] = ()
 _FETCHED = object()  # in .values once the request has read the `_together` keys
+_COUNTED = "counted:"  # .values holds a counter's new value under this prefix
 
 
 def request_begins(**kwargs) -> None:
@@ -29,25 +30,38 @@ def request_ends(**kwargs) -> None:
 
 
 def remembered(
-    name: str, read: Callable[[], T], *, together: bool = False, shared: bool = False
+    name: str,
+    read: Callable[[], T],
+    *,
+    together: bool = False,
+    shared: bool = False,
+    counting: tuple[str, int] | None = None,
 ) -> T:
     """The request's value of cache key `name`, from `read()` the first time. With
     `together`, the first read brings the `read_together` keys along in its round trip.
     With `shared` too, the value that round trip finds is decoded once per process while
     it stays the same in the cache, and every request gets that one object: for values
-    that nobody changes in place (a till's API key)."""
+    that nobody changes in place (a till's API key). `counting` is a (key, timeout)
+    counter that round trip adds one to, for `counted` to tell (the rate limit)."""
     values = getattr(_local, "values", None)
     if values is None:
         return read()
     if name not in values and (together or name in _together) and _FETCHED not in values:
         values[_FETCHED] = True
-        values.update(_read_together(name, shared))
+        values.update(_read_together(name, shared, counting))
     if name not in values:
         value = read()
         if value is None:  # nothing to keep (e.g. the cache is down): read again next time
             return value
         values[name] = value
     return values[name]
+
+
+def counted(name: str) -> int | None:
+    """The new value of counter `name` if this request's round trip added one to it
+    (`remembered(counting=...)`), else None: then the caller counts by itself."""
+    values = getattr(_local, "values", None)
+    return values.pop(_COUNTED + name, None) if values else None
 
 
 def forget(name: str) -> None:
@@ -64,13 +78,16 @@ def read_together(*names: str) -> None:
     _together = tuple(dict.fromkeys(_together + names))
 
 
-def _read_together(name: str, shared: bool) -> dict:
+def _read_together(name: str, shared: bool, counting: tuple[str, int] | None) -> dict:
     from django.core.cache import cache
 
     try:
         names = tuple(dict.fromkeys((*_together, name)))
-        if shared and hasattr(cache, "get_many_shared"):  # config.cache.ReusingRedisCache
-            found = cache.get_many_shared(names, shared={name})
+        if hasattr(cache, "get_many_shared"):  # config.cache.ReusingRedisCache
+            counts = [counting] if counting else []
+            found = cache.get_many_shared(names, shared={name} if shared else (), counts=counts)
+            for key, _timeout in counts:
+                found[_COUNTED + key] = found.pop(key)
         else:
             found = cache.get_many(names)
         return {k: v for k, v in found.items() if v is not None}

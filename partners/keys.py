@@ -3,7 +3,6 @@ of randomness, so a plain SHA-256 is enough to store it (no slow hash needed: no
 can guess it), and lookups stay one indexed query on the prefix."""
 
 import hashlib
-import hmac
 import secrets
 import string
 
@@ -34,7 +33,3 @@ def key_split(full_key: str) -> tuple[str, str] | None:
     ):
         return None
     return full_key[:cut], full_key[cut + 1 :]
-
-
-def key_matches(secret: str, hashed: str) -> bool:
-    return hmac.compare_digest(key_hash(secret), hashed)

@@ -1,4 +1,5 @@
 import copy
+import hmac
 from datetime import timedelta
 
 from django.core.cache import cache
@@ -7,7 +8,8 @@ from django.utils.translation import gettext as _
 from rest_framework import authentication, exceptions, permissions
 
 from loyalty import request_memo
-from partners.keys import key_matches, key_split
+from partners.api.throttling import rate_counter
+from partners.keys import key_hash, key_split
 from partners.models import ApiKey
 from partners.services import API_KEY_CACHE_SECONDS, api_key_cache_key
 
@@ -42,12 +44,16 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if parts is None:
             raise exceptions.AuthenticationFailed(_("Malformed API key."))
         prefix, secret = parts
-        # In the round trip that brings the program's settings and rules token along,
-        # decoded once per process while unchanged (shared: so it is never changed in place).
+        hashed = key_hash(secret)
+        # In the round trip that brings the program's settings and rules token along, and
+        # counts the request for the rate limit (under this secret: a wrong one counts
+        # apart). Decoded once per process while unchanged: never changed in place.
         api_key = request_memo.remembered(
-            api_key_cache_key(prefix), lambda: _api_key_read(prefix), together=True, shared=True
-        )
-        if api_key is None or not key_matches(secret, api_key.hashed_secret):
+            api_key_cache_key(prefix), lambda: _api_key_read(prefix), together=True,
+            shared=True, counting=rate_counter(prefix, hashed),
+        )  # fmt: skip
+        # compare_digest: in constant time, so timing tells nothing about the stored hash
+        if api_key is None or not hmac.compare_digest(hashed, api_key.hashed_secret):
             raise exceptions.AuthenticationFailed(_("Unknown API key."))
         now = timezone.now()
         if api_key.revoked_at is not None:

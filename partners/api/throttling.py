@@ -3,38 +3,55 @@ import time
 from django.core.cache import cache
 from rest_framework.throttling import SimpleRateThrottle
 
+from loyalty import request_memo
+
 
 class ApiKeyRateThrottle(SimpleRateThrottle):
     """Requests per API key (per till), counted in the cache: Redis when REDIS_URL is set.
 
     A fixed-window counter: one atomic increment a request. DRF's default keeps a list of
     every request's time and rewrites it whole each time, which at a busy till costs more
-    than the purchase it guards."""
+    than the purchase it guards. With Redis the count rides in the round trip that reads
+    the key (authentication.ApiKeyAuthentication): it is kept per key *and* secret
+    presented, so a wrong secret counts apart and can never use up a till's limit."""
 
     scope = "api_key"
 
     def get_cache_key(self, request, view):
         api_key = getattr(request, "auth", None)
-        prefix = getattr(api_key, "prefix", None)
-        if prefix is None:
+        if getattr(api_key, "prefix", None) is None:
             return None
-        return self.cache_format % {"scope": self.scope, "ident": prefix}
+        return self.counter(api_key.prefix, api_key.hashed_secret, time.time())[0]
+
+    def counter(self, prefix: str, hashed_secret: str, now: float) -> tuple[str, int]:
+        """The cache key of the count of `now`'s window for this key and secret (its
+        hash), and how many seconds the count must live."""
+        ident = f"{prefix}:{hashed_secret[:16]}:{int(now // self.duration)}"
+        return self.cache_format % {"scope": self.scope, "ident": ident}, self.duration + 1
 
     def allow_request(self, request, view):
         if self.rate is None:
             return True
-        ident = self.get_cache_key(request, view)
-        if ident is None:
+        api_key = getattr(request, "auth", None)
+        if getattr(api_key, "prefix", None) is None:
             return True
-        now = time.time()
-        window = int(now // self.duration)
-        self.window_ends = (window + 1) * self.duration
-        self.now = now
-        key = f"{ident}:{window}"
-        return _count(key, timeout=self.duration + 1) <= self.num_requests
+        self.now = time.time()
+        self.window_ends = (int(self.now // self.duration) + 1) * self.duration
+        key, timeout = self.counter(api_key.prefix, api_key.hashed_secret, self.now)
+        count = request_memo.counted(key)  # None in another window, or without Redis
+        if count is None:
+            count = _count(key, timeout=timeout)
+        return count <= self.num_requests
 
     def wait(self):
         return max(1.0, self.window_ends - self.now)
+
+
+def rate_counter(prefix: str, hashed_secret: str) -> tuple[str, int] | None:
+    """The (key, timeout) of the counter a request with this key and secret adds one to,
+    or None when API requests are not limited."""
+    throttle = ApiKeyRateThrottle()
+    return None if throttle.rate is None else throttle.counter(prefix, hashed_secret, time.time())
 
 
 def _count(key: str, *, timeout: int) -> int:

@@ -4,6 +4,7 @@ and the card-number masking of free text (shared/API.md)."""
 
 import io
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -507,6 +508,38 @@ def test_unauthenticated_requests_are_not_counted_against_a_key(api_key, three_p
     for _ in range(5):
         assert lookup(APIClient()).status_code == 401
     assert_authenticated(lookup(client_with(api_key[1])))
+
+
+@pytest.mark.django_db
+def test_wrong_secrets_never_use_up_a_tills_limit(api_key, three_per_minute):
+    """The count rides in the round trip that reads the key, before the secret is checked:
+    it is kept per secret presented, so someone who knows a till's visible prefix cannot
+    get the till throttled by sending wrong secrets."""
+    _row, full_key = api_key
+    for _ in range(5):
+        assert_problem(lookup(client_with(_wrong_secret(full_key))), 401, "authentication_failed")
+    client = client_with(full_key)
+    for _ in range(3):
+        assert_authenticated(lookup(client))
+    assert_problem(lookup(client), 429, "throttled")
+
+
+@pytest.mark.django_db
+def test_a_request_that_crosses_into_the_next_window_is_counted_there(
+    api_key, three_per_minute, monkeypatch
+):
+    """Counted with the key in one window, checked in the next: the check counts anew in
+    its own window rather than trusting the old window's count."""
+    from partners.api import throttling
+
+    client = client_with(api_key[1])
+    for _ in range(3):
+        assert_authenticated(lookup(client))
+    assert_problem(lookup(client), 429, "throttled")
+    window_end = (int(time.time() // 60) + 1) * 60
+    clock = iter([window_end - 0.01, window_end + 0.01])  # the key's trip, then the check
+    monkeypatch.setattr(throttling.time, "time", lambda: next(clock, window_end + 0.02))
+    assert_authenticated(lookup(client))
 
 
 # --- pan_redact ----------------------------------------------------------------------
