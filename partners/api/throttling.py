@@ -1,4 +1,4 @@
-import time
+from time import time as _now  # the clock (tests move it)
 
 from django.core.cache import cache
 from rest_framework.throttling import SimpleRateThrottle
@@ -18,10 +18,11 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
     scope = "api_key"
 
     def get_cache_key(self, request, view):
+        """DRF's hook (abstract in its base); allow_request below counts by `counter`."""
         api_key = getattr(request, "auth", None)
         if getattr(api_key, "prefix", None) is None:
             return None
-        return self.counter(api_key.prefix, api_key.hashed_secret, time.time())[0]
+        return self.counter(api_key.prefix, api_key.hashed_secret, _now())[0]
 
     def counter(self, prefix: str, hashed_secret: str, now: float) -> tuple[str, int]:
         """The cache key of the count of `now`'s window for this key and secret (its
@@ -35,7 +36,7 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         api_key = getattr(request, "auth", None)
         if getattr(api_key, "prefix", None) is None:
             return True
-        self.now = time.time()
+        self.now = _now()
         self.window_ends = (int(self.now // self.duration) + 1) * self.duration
         key, timeout = self.counter(api_key.prefix, api_key.hashed_secret, self.now)
         count = request_memo.counted(key)  # None in another window, or without Redis
@@ -51,7 +52,7 @@ def rate_counter(prefix: str, hashed_secret: str) -> tuple[str, int] | None:
     """The (key, timeout) of the counter a request with this key and secret adds one to,
     or None when API requests are not limited."""
     throttle = ApiKeyRateThrottle()
-    return None if throttle.rate is None else throttle.counter(prefix, hashed_secret, time.time())
+    return None if throttle.rate is None else throttle.counter(prefix, hashed_secret, _now())
 
 
 def _count(key: str, *, timeout: int) -> int:
