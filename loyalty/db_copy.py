@@ -19,6 +19,7 @@ from contextlib import nullcontext
 
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 
 # Django's conversions turn a value of these types, in a field of this kind, into itself
@@ -40,38 +41,39 @@ def objects_insert(model: type[Model], objs: list[Model], *, ids: bool = False) 
     (e.g. IntegrityError). An inserted object gets its primary key; a copied one only with
     `ids` (drawn from the table's sequence first: one more query), else it stays None (for
     rows nothing refers to later). No signals are sent, as with bulk_create."""
-    if connection.vendor != "postgresql":
+    db = default_db()
+    if db.vendor != "postgresql":
         return model.objects.bulk_create(objs)
     if len(objs) < COPY_FROM:
-        return _inserted(model, objs)
+        return _inserted(model, objs, db)
     meta = model._meta
     fields = [f for f in meta.concrete_fields if ids or not f.primary_key]
     if ids:
         _pks_set(objs, _ids_next(model, len(objs)))
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    sql = f"COPY {connection.ops.quote_name(meta.db_table)} ({columns}) FROM STDIN"
-    with connection.cursor() as cursor:
+    columns = ", ".join(db.ops.quote_name(f.column) for f in fields)
+    sql = f"COPY {db.ops.quote_name(meta.db_table)} ({columns}) FROM STDIN"
+    with db.cursor() as cursor:
         log = getattr(cursor, "debug_sql", None)  # tests count queries: count this one too
         with (
-            connection.wrap_database_errors,
+            db.wrap_database_errors,
             log(sql) if log else nullcontext(),
             cursor.cursor.copy(sql) as copy,
         ):
             readers = [_reader(f) for f in fields]
             for obj in objs:
-                copy.write_row([read(obj) for read in readers])
+                copy.write_row([read(obj, db) for read in readers])
     return _saved(objs)
 
 
-def _inserted(model: type[Model], objs: list[Model]) -> list[Model]:
+def _inserted(model: type[Model], objs: list[Model], db) -> list[Model]:
     """One INSERT ... RETURNING the ids, its text kept per table and row count. For the
     few rows of a till's sale, building the statement anew (as bulk_create and save do)
     costs more CPU than PostgreSQL spends running it."""
     if not objs:
         return objs
     sql, readers = _insert_statement(model, len(objs))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [read(obj) for obj in objs for read in readers])
+    with db.cursor() as cursor:
+        cursor.execute(sql, [read(obj, db) for obj in objs for read in readers])
         ids = cursor.fetchall()
     _pks_set(objs, [pk for (pk,) in ids])
     return _saved(objs)
@@ -108,21 +110,22 @@ def family_insert(parent: Model, children: list[Model], *, also: tuple[str, list
     runs = _runs(children)
     sources = _sources(parent, runs)
     shape = tuple((model, len(objs), _linked(model, objs, sources)) for model, objs in runs)
-    if connection.vendor != "postgresql":
+    db = default_db()
+    if db.vendor != "postgresql":
         objects_insert(type(parent), [parent])
         for (model, objs), (_m, _n, linked) in zip(runs, shape, strict=True):
             _links_set(model, objs, linked)
             objects_insert(model, objs)
         if also[0]:
-            with connection.cursor() as cursor:
+            with db.cursor() as cursor:
                 cursor.execute(*also)
         return
     sql, readers = _family_statement(type(parent), shape, also[0])
-    params = [read(parent) for read in readers[0]]
+    params = [read(parent, db) for read in readers[0]]
     for (_model, objs), run_readers in zip(runs, readers[1:], strict=True):
-        params += [read(obj) for obj in objs for read in run_readers if read is not None]
+        params += [read(obj, db) for obj in objs for read in run_readers if read is not None]
     params += also[1]
-    with _numbered_cursor() as cursor:
+    with _numbered_cursor(db) as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     ids: dict[int, list[int]] = {}
@@ -136,7 +139,15 @@ def family_insert(parent: Model, children: list[Model], *, also: tuple[str, list
         _saved(objs)
 
 
-def _numbered_cursor():
+def default_db() -> BaseDatabaseWrapper:
+    """The default database's connection. Each use of Django's `connection` looks it up
+    in a thread-local that raises and catches an exception to find out there is no event
+    loop (asgiref): about 0.25 % of a till's purchase each, so the inserts look it up
+    once and hand it on."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
+def _numbered_cursor(db):
     """A Django cursor for a statement with many parameters. psycopg turns a statement's
     %s placeholders into PostgreSQL's $1, $2... and keeps the result only for statements
     of up to 50 parameters; a sale's single statement has more (52 with two lines), and
@@ -145,7 +156,6 @@ def _numbered_cursor():
     RawCursor instead, which takes $n as written, the text converted once. Django's
     wrapper around it still maps errors, logs the query (with %s) and runs execute
     wrappers."""
-    db = connections[DEFAULT_DB_ALIAS]  # each use of `connection` is a thread-local lookup
     if not db.features.uses_server_side_binding:
         return db.cursor()  # client-side binding: %s is quoted in, not bound
     db.ensure_connection()
@@ -251,26 +261,25 @@ def _pks_set(objs: list[Model], pks: list[int]) -> None:
 
 
 def _saved(objs: list[Model]) -> list[Model]:
-    alias = connection.alias  # read once: each use of `connection` is a thread-local lookup
     for obj in objs:
         obj._state.adding = False
-        obj._state.db = alias
+        obj._state.db = DEFAULT_DB_ALIAS  # the only database these inserts write to
     return objs
 
 
-def _reader(field: Field) -> Callable[[Model], object]:
+def _reader(field: Field) -> Callable[[Model, BaseDatabaseWrapper], object]:
     """How one column's value is read off an object, as bulk_create would read it."""
     if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-        return lambda obj: field.get_db_prep_save(field.pre_save(obj, True), connection)
+        return lambda obj, db: field.get_db_prep_save(field.pre_save(obj, True), db)
     target = field.target_field if field.is_relation else field
     same = _SAME.get(target.get_internal_type())
     attname = field.attname
 
-    def read(obj):
+    def read(obj, db):
         value = getattr(obj, attname)
         if value is None or (type(value) is same and _aware(value)):
             return value
-        return field.get_db_prep_save(value, connection)
+        return field.get_db_prep_save(value, db)
 
     return read
 

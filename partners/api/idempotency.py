@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from rest_framework.response import Response
 
-from loyalty.db_copy import objects_insert
+from loyalty.db_copy import default_db, objects_insert
 from partners.api.problems import CONTENT_TYPE, ApiProblem, problem_for
 from partners.models import IdempotencyRecord, Store
 
@@ -66,11 +66,12 @@ def _lock_and_find(store_id: int, key: str) -> tuple[bool, tuple | None]:
     response stored for the key, as (fingerprint, status, body), in one round trip.
     If the holder commits just as this statement starts, the read can miss its record:
     then storing ours violates the unique key, and `run_idempotent` starts over."""
-    if connection.vendor != "postgresql":
+    db = default_db()
+    if db.vendor != "postgresql":
         found = IdempotencyRecord.objects.filter(store_id=store_id, key=key)
         return True, found.values_list("fingerprint", "status", "body").first()
     record = IdempotencyRecord._meta.db_table
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(
             "SELECT pg_try_advisory_xact_lock(%s), r.fingerprint, r.status, r.body "
             f"FROM (SELECT 1) AS one LEFT JOIN {record} AS r ON r.store_id = %s AND r.key = %s",
