@@ -118,7 +118,9 @@ def settings_cache_key() -> str:
 
 def program_settings() -> ProgramSettings:
     """The program's settings, read through the cache (shared by every process when
-    REDIS_URL is set), once per request. Saving them clears it (`program_settings_forget`)."""
+    REDIS_URL is set), once per request. Saving them clears it (`program_settings_forget`).
+    Within requests a process decodes them once while the cached copy stays the same, and
+    every request gets that one object: read it, never change it in place."""
     return request_memo.remembered(settings_cache_key(), _program_settings_read)
 
 

@@ -17,6 +17,7 @@ from typing import TypeVar
 T = TypeVar("T")
 _local = threading.local()  # .values: {name: value} while a request runs, else None
 _together: tuple[str, ...] = ()
+_shared: frozenset[str] = frozenset()  # of those, the ones decoded once per process
 _FETCHED = object()  # in .values once the request has read the `_together` keys
 _COUNTED = "counted:"  # .values holds a counter's new value under this prefix
 
@@ -71,11 +72,15 @@ def forget(name: str) -> None:
         values.pop(name, None)
 
 
-def read_together(*names: str) -> None:
+def read_together(*names: str, shared: bool = False) -> None:
     """Cache keys that a request (a till's purchase) reads in one round trip. A value
-    found is what its own read would return; a missing one is read the usual way."""
-    global _together
+    found is what its own read would return; a missing one is read the usual way.
+    `shared` values are decoded once per process while they stay the same in the cache,
+    as `remembered(shared=True)`: only for values nobody changes in place."""
+    global _together, _shared
     _together = tuple(dict.fromkeys(_together + names))
+    if shared:
+        _shared = _shared | set(names)
 
 
 def _read_together(name: str, shared: bool, counting: tuple[str, int] | None) -> dict:
@@ -85,7 +90,9 @@ def _read_together(name: str, shared: bool, counting: tuple[str, int] | None) ->
         names = tuple(dict.fromkeys((*_together, name)))
         if hasattr(cache, "get_many_shared"):  # config.cache.ReusingRedisCache
             counts = [counting] if counting else []
-            found = cache.get_many_shared(names, shared={name} if shared else (), counts=counts)
+            found = cache.get_many_shared(
+                names, shared=_shared | {name} if shared else _shared, counts=counts
+            )
             for key, _timeout in counts:
                 found[_COUNTED + key] = found.pop(key)
         else:

@@ -465,6 +465,35 @@ def test_settings_missing_from_the_shared_cache_are_read_from_the_database(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_process_decodes_the_settings_once_until_they_change(
+    shared_cache, api_client, member, monkeypatch
+):
+    """Each purchase reads the program settings from Redis; a process unpickles them once
+    while the cached copy stays the same, and a saved change earns at the next purchase."""
+    from loyalty import ledger
+    from loyalty.models import ProgramSettings
+
+    seen = []
+    real = ledger.program_settings
+    monkeypatch.setattr(ledger, "program_settings", lambda: seen.append(real()) or seen[-1])
+    for receipt in "ABC":  # the first reads the database and caches them at commit
+        assert (
+            post(api_client, "purchases", purchase_payload(member, receipt=receipt)).json()[
+                "points_earned"
+            ]
+            == 49
+        )
+    assert seen[-1] is seen[-2]
+    held = seen[-1]
+    settings = ProgramSettings.objects.get(pk=1)
+    settings.earn_rate = 2
+    settings.save()
+    response = post(api_client, "purchases", purchase_payload(member, receipt="D"))
+    assert response.json()["points_earned"] == 99
+    assert seen[-1] is not held and held.earn_rate == 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_twenty_tills_paying_at_once_never_overdraw(postgres_only, api_key, member, api_cause):
     services.points_credit(member=member, points=1000, description="Earlier", cause=api_cause)
 
