@@ -20,9 +20,9 @@ from datetime import timedelta
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
+from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from rest_framework.response import Response
 
 from loyalty.db_copy import default_db, objects_insert
 from partners.api.problems import CONTENT_TYPE, ApiProblem, problem_for
@@ -35,8 +35,13 @@ KEEP_FOR = timedelta(days=7)
 @dataclass(frozen=True, slots=True)
 class Outcome:
     status: int
-    body: dict
+    text: str  # the body's JSON as stored for the key: every answer to the key sends it
     replayed: bool = False
+    parsed: dict | None = None  # the body, when it is at hand
+
+    @property
+    def body(self) -> dict:
+        return self.parsed if self.parsed is not None else json.loads(self.text)
 
 
 def key_check(key: str | None) -> str:
@@ -153,7 +158,7 @@ def outcome_settled(locked: bool, stored: tuple | None, fingerprint: str) -> Out
             "idempotency_key_reused", 422,
             _("This Idempotency-Key was used with another request; use a new key for it."),
         )  # fmt: skip
-    return Outcome(stored[1], json.loads(stored[2]), replayed=True)
+    return Outcome(stored[1], stored[2], replayed=True)
 
 
 def _run(*, store: Store, key: str, fingerprint: str, handler, savepoint: bool) -> Outcome:
@@ -176,11 +181,9 @@ def _run(*, store: Store, key: str, fingerprint: str, handler, savepoint: bool) 
             # Judged after the rollback: describing it may need the database, which a
             # failed statement has left unusable until then.
             raise _Refused(exc) from exc
-    objects_insert(
-        IdempotencyRecord,
-        [record_new(store=store, key=key, fingerprint=fingerprint, status=status, body=body)],
-    )
-    return Outcome(status, body)
+    record = record_new(store=store, key=key, fingerprint=fingerprint, status=status, body=body)
+    objects_insert(IdempotencyRecord, [record])
+    return Outcome(status, record.body, parsed=body)
 
 
 def _in_savepoint(handler: Callable[[], tuple[int, dict]]) -> tuple[int, dict]:
@@ -221,10 +224,16 @@ def run_idempotent(
     raise AssertionError("unreachable")
 
 
-def outcome_response(outcome: Outcome) -> Response:
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
-    content_type = CONTENT_TYPE if outcome.status >= 400 else None
-    return Response(outcome.body, status=outcome.status, headers=headers, content_type=content_type)
+def outcome_response(outcome: Outcome) -> HttpResponse:
+    """The answer as stored for its key, byte for byte: a retry gets exactly the first
+    answer, and the body is not encoded again by DRF's renderer (2.5 % of a till's
+    purchase, callgrind). Content negotiation has already run (a till that takes only
+    HTML is refused with 406 before its request runs)."""
+    content_type = CONTENT_TYPE if outcome.status >= 400 else "application/json"
+    response = HttpResponse(outcome.text, status=outcome.status, content_type=content_type)
+    if outcome.replayed:
+        response["Idempotent-Replayed"] = "true"
+    return response
 
 
 def idempotent(method):

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from loyalty import selectors, services
 from loyalty.ledger import program_settings
 from loyalty.models import JournalEntry, Purchase, Redemption
+from partners.models import IdempotencyRecord
 from partners.services import api_key_create
 from tests.concurrency import run_at_once
 from tests.factories import TerminalFactory
@@ -103,6 +104,9 @@ def test_same_request_ten_times_credits_once(api_client, member):
     responses = [post(api_client, "purchases", payload, key=key) for _ in range(10)]
     assert {r.status_code for r in responses} == {201}
     assert len({r.content for r in responses}) == 1
+    assert responses[0]["Content-Type"] == "application/json"
+    # Every answer, the first included, is the stored answer's own bytes.
+    assert IdempotencyRecord.objects.get().body.encode() == responses[0].content
     assert balance(member) == 49
     assert Purchase.objects.count() == 1
 
