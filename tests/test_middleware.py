@@ -133,3 +133,28 @@ def test_a_till_that_only_takes_html_is_told_so(api_client):
         found = api_client.get("/api/v1/members/lookup?card=6000000000000", HTTP_ACCEPT=accept)
         assert found.status_code == 404
         assert found["Content-Type"].startswith("application/problem+json")
+
+
+@pytest.mark.django_db
+def test_the_portal_still_refuses_a_form_posted_without_its_csrf_token(django_user_model):
+    from django.test import Client
+
+    from members.models import Member
+
+    user = django_user_model.objects.create_user("ayse@example.com", "pw")
+    Member.objects.create(user=user, card_number="6000000000017")
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    assert browser.post("/profile/", {"first_name": "Forged"}).status_code == 403
+    assert Member.objects.get(user=user).first_name != "Forged"
+
+
+@pytest.mark.django_db
+def test_a_till_posting_to_an_unknown_endpoint_gets_a_problem_not_a_csrf_page(api_key):
+    from django.test import Client
+
+    till = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Api-Key {api_key[1]}")
+    response = till.post("/api/v1/refunds", {}, content_type="application/json")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["code"] == "not_found"
