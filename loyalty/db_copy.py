@@ -65,7 +65,7 @@ def objects_insert(model: type[Model], objs: list[Model], *, ids: bool = False) 
     return _saved(objs)
 
 
-def _inserted(model: type[Model], objs: list[Model], db) -> list[Model]:
+def _inserted(model: type[Model], objs: list[Model], db: BaseDatabaseWrapper) -> list[Model]:
     """One INSERT ... RETURNING the ids, its text kept per table and row count. For the
     few rows of a till's sale, building the statement anew (as bulk_create and save do)
     costs more CPU than PostgreSQL spends running it."""
@@ -147,7 +147,7 @@ def default_db() -> BaseDatabaseWrapper:
     return connections[DEFAULT_DB_ALIAS]
 
 
-def _numbered_cursor(db):
+def _numbered_cursor(db: BaseDatabaseWrapper):
     """A Django cursor for a statement with many parameters. psycopg turns a statement's
     %s placeholders into PostgreSQL's $1, $2... and keeps the result only for statements
     of up to 50 parameters; a sale's single statement has more (52 with two lines), and

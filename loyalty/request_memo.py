@@ -91,7 +91,7 @@ def _read_together(name: str, shared: bool, counting: tuple[str, int] | None) ->
         if hasattr(cache, "get_many_shared"):  # config.cache.ReusingRedisCache
             counts = [counting] if counting else []
             found = cache.get_many_shared(
-                names, shared=_shared | {name} if shared else _shared, counts=counts
+                names, shared=(_shared | {name}) if shared else _shared, counts=counts
             )
             for key, _timeout in counts:
                 found[_COUNTED + key] = found.pop(key)

@@ -1,6 +1,6 @@
 """The trimmed middleware (config/middleware.py) and the API's content negotiation
 (partners/api/negotiation.py) behave as Django's and DRF's own, and a till's request
-passes by the portal's sessions, logins and messages."""
+passes by the portal's sessions, logins, messages and CSRF check."""
 
 import pytest
 from django.http import HttpResponse
