@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from loyalty import request_memo
 from loyalty.compiled_query import CompiledQuery
-from loyalty.db_copy import family_insert, objects_insert
+from loyalty.db_copy import family_insert, objects_insert, unsaved
 from loyalty.exceptions import (
     AlreadyReversed,
     InsufficientPoints,
@@ -294,7 +294,8 @@ def _entry_new(
     *, member, kind, description, cause: Cause, effective_at=None, reversal_of=None, details=None
 ) -> JournalEntry:
     now = timezone.now()
-    return JournalEntry(
+    return unsaved(
+        JournalEntry,
         member=member,
         kind=kind,
         description=description[:255],
@@ -320,7 +321,9 @@ def _post(entry: JournalEntry, moves: list[tuple[Account, int]]) -> None:
             balance_after = account.balance
             moved[account.pk] = moved.get(account.pk, 0) + amount
         postings.append(
-            Posting(entry=entry, account=account, amount=amount, balance_after=balance_after)
+            unsaved(
+                Posting, entry=entry, account=account, amount=amount, balance_after=balance_after
+            )
         )
     if moved:
         _balances_move(moved)
@@ -450,11 +453,11 @@ def credits_post(
         to.balance += one.points
         moved[to.pk] = moved.get(to.pk, 0) + one.points
         postings += [
-            Posting(entry=entry, account=counter, amount=-one.points),
-            Posting(entry=entry, account=to, amount=one.points, balance_after=to.balance),
+            unsaved(Posting, entry=entry, account=counter, amount=-one.points),
+            unsaved(Posting, entry=entry, account=to, amount=one.points, balance_after=to.balance),
         ]
-        lot = Lot(
-            account=one.accounts.available, entry=entry, points=one.points,
+        lot = unsaved(
+            Lot, account=one.accounts.available, entry=entry, points=one.points,
             remaining=remaining, earned_at=entry.effective_at, expires_at=expires_at,
             pending=pending, matures_at=one.pending_until if pending else None,
         )  # fmt: skip

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from loyalty import ledger, memberships, selectors, tiers
-from loyalty.db_copy import family_insert
+from loyalty.db_copy import family_insert, unsaved
 from loyalty.ledger import Cause
 from loyalty.models import (
     ActivityEvent,
@@ -187,8 +187,8 @@ def purchase_record(
             member=member, points=redeem_points, description=label, cause=cause,
             accounts=accounts,
         )  # fmt: skip
-    purchase = Purchase(
-        store=store, member=member, receipt_id=receipt_id, occurred_at=occurred_at,
+    purchase = unsaved(
+        Purchase, store=store, member=member, receipt_id=receipt_id, occurred_at=occurred_at,
         currency=currency, total=total, points_earned=quote.points,
         points_redeemed=redeem_points, breakdown=quote.breakdown, redeem_entry=redeem_entry,
     )  # fmt: skip
@@ -244,7 +244,8 @@ def purchase_lines_new(
 ) -> list[PurchaseLine]:
     """The (unsaved) lines of a purchase, each with the points it earned."""
     return [
-        PurchaseLine(
+        unsaved(
+            PurchaseLine,
             purchase=purchase,
             position=i,
             sku=line.sku,

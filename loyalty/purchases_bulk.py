@@ -14,7 +14,7 @@ from decimal import Decimal
 from django.utils import timezone
 
 from loyalty import ledger, memberships, tiers
-from loyalty.db_copy import objects_insert
+from loyalty.db_copy import objects_insert, unsaved
 from loyalty.ledger import Cause, Credit
 from loyalty.models import AccountKind, Purchase, PurchaseLine, RuleAward
 from loyalty.purchases import (
@@ -96,7 +96,8 @@ def purchases_record_many(
     purchases = objects_insert(
         Purchase,
         [
-            Purchase(
+            unsaved(
+                Purchase,
                 store=store,
                 member=sales[i].member,
                 receipt_id=sales[i].receipt_id,

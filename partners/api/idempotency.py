@@ -24,7 +24,7 @@ from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from loyalty.db_copy import default_db, objects_insert
+from loyalty.db_copy import default_db, objects_insert, unsaved
 from partners.api.problems import CONTENT_TYPE, ApiProblem, problem_for
 from partners.models import IdempotencyRecord, Store
 
@@ -120,8 +120,8 @@ def locks_and_find(store_id: int, keys: list[str]) -> dict[str, tuple[bool, tupl
 
 def record_new(*, store: Store, key: str, fingerprint: str, status: int, body) -> IdempotencyRecord:
     """The (unsaved) record of a key's first answer."""
-    return IdempotencyRecord(
-        store=store, key=key, fingerprint=fingerprint, status=status,
+    return unsaved(
+        IdempotencyRecord, store=store, key=key, fingerprint=fingerprint, status=status,
         body=json.dumps(body, ensure_ascii=False, cls=DjangoJSONEncoder),
     )  # fmt: skip
 

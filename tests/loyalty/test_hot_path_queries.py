@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from loyalty import ledger, memberships, selectors, services
 from loyalty.compiled_query import CompiledQuery
-from loyalty.db_copy import family_insert, objects_insert
+from loyalty.db_copy import family_insert, objects_insert, unsaved
 from loyalty.exceptions import UnknownMember
 from loyalty.models import (
     Account,
@@ -250,6 +250,38 @@ def test_a_few_rows_are_inserted_in_one_statement_with_their_ids_and_defaults(
         assert row.public_id == purchase.public_id  # the model's default went in
         assert row.created_at >= before  # auto_now_add, as save() would set it
         assert not purchase._state.adding
+
+
+def _fields(obj):
+    """What an unsaved instance holds: its columns (random or timed defaults as their
+    type), its cached related instances, and its state."""
+    columns = {}
+    for field in type(obj)._meta.concrete_fields:
+        value = getattr(obj, field.attname)
+        columns[field.attname] = type(value) if field.name in ("public_id", "created_at") else value
+    return columns, obj._state.fields_cache, obj._state.adding, obj._state.db
+
+
+@pytest.mark.django_db
+def test_an_unsaved_row_is_what_the_models_constructor_builds():
+    """db_copy.unsaved builds new rows from positional values (Django's keyword path is
+    slow); the result must be the very instance `Model(**values)` gives."""
+    member, store = MemberFactory(), StoreFactory()
+    entry = JournalEntry.objects.create(member=member, kind="earn", description="x")
+    sale = dict(store=store, member=member, receipt_id="R-1", occurred_at=timezone.now(),
+                currency="EUR", total=Decimal("3.00"), earn_entry=entry,
+                redeem_entry=None)  # fmt: skip
+    built, expected = unsaved(Purchase, **sale), Purchase(**sale)
+    assert _fields(built) == _fields(expected)
+    assert built.store is store and built.earn_entry is entry and built.pk is None
+    # A parent not saved yet: its id is unknown, the instance is kept for the insert.
+    line = dict(purchase=built, position=0, sku="A", quantity=Decimal(1), unit_price=Decimal(1))
+    assert _fields(unsaved(PurchaseLine, **line)) == _fields(PurchaseLine(**line))
+    assert unsaved(PurchaseLine, **line).purchase is built
+    # By column name, as the constructor takes it too.
+    assert unsaved(Purchase, store_id=store.pk).store == store
+    with pytest.raises(TypeError, match="unexpected keyword arguments: colour"):
+        unsaved(Purchase, store=store, colour="red")
 
 
 @pytest.mark.django_db(transaction=True)
