@@ -24,6 +24,8 @@ from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
 from django.db.models.sql.compiler import SQLCompiler
 
+from loyalty.db_copy import statement_cursor
+
 
 def _marker(kind: type, index: int):
     if kind is str:
@@ -71,7 +73,7 @@ class CompiledQuery:
             value if slot is None else values[slot]
             for value, slot in zip(compiled.params, compiled.slots, strict=True)
         ]
-        with connections[db].cursor() as cursor:
+        with statement_cursor(connections[db]) as cursor:
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchall()
         if compiled.converters:

@@ -21,6 +21,7 @@ from typing import TypeVar
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.db.models import Field, Model
 
 # Django's conversions turn a value of these types, in a field of this kind, into itself
@@ -112,7 +113,7 @@ def _inserted(model: type[Model], objs: list[Model], db: BaseDatabaseWrapper) ->
     if not objs:
         return objs
     sql, readers = _insert_statement(model, len(objs))
-    with db.cursor() as cursor:
+    with statement_cursor(db) as cursor:
         cursor.execute(sql, [read(obj, db) for obj in objs for read in readers])
         ids = cursor.fetchall()
     _pks_set(objs, [pk for (pk,) in ids])
@@ -165,7 +166,7 @@ def family_insert(parent: Model, children: list[Model], *, also: tuple[str, list
     for (_model, objs), run_readers in zip(runs, readers[1:], strict=True):
         params += [read(obj, db) for obj in objs for read in run_readers if read is not None]
     params += also[1]
-    with _numbered_cursor(db) as cursor:
+    with statement_cursor(db) as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     ids: dict[int, list[int]] = {}
@@ -187,20 +188,40 @@ def default_db() -> BaseDatabaseWrapper:
     return connections[DEFAULT_DB_ALIAS]
 
 
-def _numbered_cursor(db: BaseDatabaseWrapper):
-    """A Django cursor for a statement with many parameters. psycopg turns a statement's
-    %s placeholders into PostgreSQL's $1, $2... and keeps the result only for statements
-    of up to 50 parameters; a sale's single statement has more (52 with two lines), and
-    converting it anew each time was 8 % of the app's instructions a sale (callgrind).
-    Server-side binding (the default, DB_PREPARED_STATEMENTS) sends it through psycopg's
-    RawCursor instead, which takes $n as written, the text converted once. Django's
-    wrapper around it still maps errors, logs the query (with %s) and runs execute
-    wrappers."""
+def statement_cursor(db: BaseDatabaseWrapper) -> CursorWrapper:
+    """A Django cursor for the tills' hot statements (a sale runs four), to use in a
+    `with` block. With server-side binding (PostgreSQL's default here,
+    DB_PREPARED_STATEMENTS) it wraps the one psycopg cursor kept per connection:
+
+    - kept, because a new cursor cost ~14 µs: Django looks three times for a running
+      event loop, raising and catching a RuntimeError each time, and a new psycopg cursor
+      looks each parameter's adapter up anew. The `with` block leaves it open.
+    - a RawCursor handed $1, $2... for the %s: psycopg keeps its own conversion only for
+      statements of up to 50 parameters, and a sale's insert has more (52 with two
+      lines): converting it anew each time was 8 % of the app's instructions a sale.
+
+    Django's wrapper still maps errors, logs the query (with %s, as tests count queries)
+    and runs execute wrappers. Otherwise (client-side binding, SQLite) a new cursor."""
     if not db.features.uses_server_side_binding:
         return db.cursor()  # client-side binding: %s is quoted in, not bound
-    db.ensure_connection()
-    raw = _NumberedCursor(db.connection)
-    return db.make_debug_cursor(raw) if db.queries_logged else db.make_cursor(raw)
+    db.close_if_health_check_failed()
+    if db.connection is None:
+        db.ensure_connection()
+    kept = getattr(db, "_statement_cursor", None)
+    if kept is None or kept.connection is not db.connection or kept.closed:
+        kept = db._statement_cursor = _NumberedCursor(db.connection)
+    db.validate_thread_sharing()
+    return _KeptDebugCursor(kept, db) if db.queries_logged else _KeptCursor(kept, db)
+
+
+class _KeptCursor(CursorWrapper):
+    def __exit__(self, *exc_info):
+        """Left open for the connection's next statement (a new cursor costs more)."""
+
+
+class _KeptDebugCursor(CursorDebugWrapper):
+    def __exit__(self, *exc_info):
+        """Left open for the connection's next statement (a new cursor costs more)."""
 
 
 class _NumberedCursor(psycopg.RawCursor):

@@ -24,7 +24,7 @@ from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from loyalty.db_copy import default_db, objects_insert, unsaved
+from loyalty.db_copy import default_db, objects_insert, statement_cursor, unsaved
 from partners.api.problems import CONTENT_TYPE, ApiProblem, problem_for
 from partners.models import IdempotencyRecord, Store
 
@@ -76,7 +76,7 @@ def _lock_and_find(store_id: int, key: str) -> tuple[bool, tuple | None]:
         found = IdempotencyRecord.objects.filter(store_id=store_id, key=key)
         return True, found.values_list("fingerprint", "status", "body").first()
     record = IdempotencyRecord._meta.db_table
-    with db.cursor() as cursor:
+    with statement_cursor(db) as cursor:
         cursor.execute(
             "SELECT pg_try_advisory_xact_lock(%s), r.fingerprint, r.status, r.body "
             f"FROM (SELECT 1) AS one LEFT JOIN {record} AS r ON r.store_id = %s AND r.key = %s",

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from loyalty import ledger, memberships, selectors, services
 from loyalty.compiled_query import CompiledQuery
-from loyalty.db_copy import family_insert, objects_insert, unsaved
+from loyalty.db_copy import family_insert, objects_insert, statement_cursor, unsaved
 from loyalty.exceptions import UnknownMember
 from loyalty.models import (
     Account,
@@ -348,7 +348,7 @@ def test_a_big_basket_goes_in_as_one_statement_its_text_converted_once(
 ):
     """A basket of 12 lines makes a statement of 87 parameters. psycopg keeps its own
     conversion of %s placeholders only up to 50, so with server-side binding the statement
-    goes by psycopg's RawCursor with $1, $2... written in (db_copy._numbered_cursor); a
+    goes by psycopg's RawCursor with $1, $2... written in (db_copy.statement_cursor); a
     literal %% in the statement stays a literal %."""
     member, store = MemberFactory(), StoreFactory()
     purchase = _sale(store, member)
@@ -374,6 +374,38 @@ def test_a_big_basket_goes_in_as_one_statement_its_text_converted_once(
     ]
     member.refresh_from_db()
     assert member.first_name == "Ayşe%"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_keeps_one_cursor_for_the_hot_statements(postgres_only):
+    """A sale's statements share one psycopg cursor per connection (a new one costs more
+    than a small statement). It stays open after its `with` block, errors still arrive as
+    Django's, queries are still counted, and a new connection gets a new cursor."""
+    if not connection.features.uses_server_side_binding:
+        pytest.skip("kept only with server-side binding")
+    used = []
+
+    def spy(execute, sql, params, many, context):
+        used.append(context["cursor"].cursor)
+        return execute(sql, params, many, context)
+
+    def one(sql, params=()):
+        with statement_cursor(connection) as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    with connection.execute_wrapper(spy), CaptureQueriesContext(connection) as queries:
+        assert one("SELECT %s::int + 1", [1]) == [(2,)]
+        assert one("SELECT 'a%%' || %s", ["b"]) == [("a%b",)]
+    assert len(queries) == 2 and used[0] is used[1] and not used[0].closed
+    with pytest.raises(IntegrityError), transaction.atomic():
+        one("INSERT INTO loyalty_account (kind, code, name, balance, created_at) "
+            "VALUES ('issuance', NULL, NULL, 0, now())")  # fmt: skip
+    assert one("SELECT 1") == [(1,)]  # the failed statement left it usable
+    connection.close()
+    with connection.execute_wrapper(spy):
+        assert one("SELECT 2") == [(2,)]
+    assert used[-1] is not used[0] and used[-1].connection is connection.connection
 
 
 @pytest.mark.django_db
