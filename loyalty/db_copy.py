@@ -11,6 +11,7 @@ this is plain bulk_create.
 
 import datetime
 import decimal
+import enum
 import functools
 import re
 import uuid
@@ -48,16 +49,16 @@ def unsaved(model: type[M], **values) -> M:
     instructions. This project has one database and no routers. Unknown names raise
     TypeError."""
     args, related = [], []
-    for field in _concrete_fields(model):
-        if field.name in values:
-            value = values.pop(field.name)
-            if field.is_relation:
+    for field, name, attname, target, default in _columns(model):
+        if name in values:
+            value = values.pop(name)
+            if target is not None:
                 related.append((field, value))
-                value = None if value is None else getattr(value, field.target_field.attname)
-        elif field.attname in values:
-            value = values.pop(field.attname)
+                value = None if value is None else getattr(value, target)
+        elif attname in values:
+            value = values.pop(attname)
         else:
-            value = field.get_default()
+            value = default()
         args.append(value)
     if values:
         raise TypeError(f"{model.__name__}() got unexpected keyword arguments: {', '.join(values)}")
@@ -71,8 +72,13 @@ def unsaved(model: type[M], **values) -> M:
 
 
 @functools.cache
-def _concrete_fields(model: type[Model]) -> tuple[Field, ...]:
-    return tuple(model._meta.concrete_fields)
+def _columns(model: type[Model]) -> tuple[tuple[Field, str, str, str | None, Callable], ...]:
+    """Per concrete field in order: it, its name and column attribute, the attribute of
+    the key it refers to (None unless a relation), and its default."""
+    return tuple(
+        (f, f.name, f.attname, f.target_field.attname if f.is_relation else None, f.get_default)
+        for f in model._meta.concrete_fields
+    )
 
 
 def objects_insert(model: type[Model], objs: list[Model], *, ids: bool = False) -> list[Model]:
@@ -340,7 +346,10 @@ def _reader(field: Field) -> Callable[[Model, BaseDatabaseWrapper], object]:
         value = getattr(obj, attname)
         if value is None or (type(value) is same and _aware(value)):
             return value
-        return field.get_db_prep_save(value, db)
+        value = field.get_db_prep_save(value, db)
+        # A choice (e.g. EntryKind.EARN) as its value: psycopg finds an enum's adapter by
+        # walking its classes, raising a KeyError at each, on every statement.
+        return value.value if isinstance(value, enum.Enum) else value
 
     return read
 
