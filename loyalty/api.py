@@ -541,17 +541,20 @@ def purchase_handler(store, cause: Cause, payload) -> tuple[int, dict]:
         redeem_points=values["redeem_points"],
         cause=cause,
     )
-    return 201, represented(PurchaseOutSerializer, purchase_body(purchase))
+    return 201, purchase_body(purchase)
 
 
 def purchase_body(purchase: Purchase) -> dict:
-    """What POST purchases answers about a purchase just recorded (before serializing)."""
+    """What POST purchases answers about a purchase just recorded, as
+    PurchaseOutSerializer represents it (a test holds them equal). Built directly: the
+    serializer's field-by-field pass over a body that is already plain JSON cost 3 %
+    of the app's instructions a till's purchase, and a batch makes hundreds."""
     return {
-        "id": purchase.public_id,
+        "id": str(purchase.public_id),
         "receipt_id": purchase.receipt_id,
         "points_earned": purchase.points_earned,
         "points_redeemed": purchase.points_redeemed,
-        "breakdown": purchase.breakdown,
+        "breakdown": [{str(k): v for k, v in part.items()} for part in purchase.breakdown],
         "lines": [{"sku": line.sku, "points": line.points} for line in purchase.recorded_lines],
         "points_balance": purchase.points_balance,
         "points_pending": purchase.points_pending,

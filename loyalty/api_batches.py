@@ -24,12 +24,10 @@ from loyalty.api import (
     _BASKET,
     MAX_BATCH,
     PurchaseInSerializer,
-    PurchaseOutSerializer,
     _cause,
     _lines,
     purchase_body,
     purchase_handler,
-    represented,
     return_handler,
     validated,
 )
@@ -311,7 +309,7 @@ class BatchSync:
         recorded = [
             (item, o) for item, o in zip(chosen, outcomes, strict=True) if isinstance(o, Purchase)
         ]
-        bodies = [represented(PurchaseOutSerializer, purchase_body(o)) for _, o in recorded]
+        bodies = [purchase_body(o) for _, o in recorded]
         answers = {
             item.index: (201, body) for (item, _), body in zip(recorded, bodies, strict=True)
         }

@@ -10,6 +10,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from loyalty import selectors, services
+from loyalty.api import PurchaseOutSerializer, represented
 from loyalty.ledger import program_settings
 from loyalty.models import JournalEntry, Purchase, Redemption
 from partners.models import IdempotencyRecord
@@ -183,6 +184,21 @@ def test_paying_with_points_inside_a_purchase_earns_on_the_rest(api_client, memb
     assert body["points_redeemed"] == 990  # 9.90 EUR
     assert body["points_earned"] == 40  # earned on the 40.00 EUR paid in money
     assert body["points_balance"] == 1000 - 990 + 40
+
+
+@pytest.mark.django_db
+def test_a_purchase_answers_what_its_documented_serializer_represents(
+    api_client, member, api_cause
+):
+    """The answer is built directly, not field by field through PurchaseOutSerializer (it
+    cost more than the body is worth), so it must be exactly what that serializer, which
+    the schema documents, makes of it: the same fields, the same values."""
+    services.points_credit(member=member, points=500, description="Earlier", cause=api_cause)
+    body = post(api_client, "purchases", purchase_payload(member, redeem_points=100)).json()
+    assert set(body) == set(PurchaseOutSerializer().fields)
+    assert json.loads(json.dumps(represented(PurchaseOutSerializer, body))) == body
+    assert body["breakdown"] and body["lines"] and body["points_redeemed"] == 100
+    assert uuid.UUID(body["id"]) == Purchase.objects.get(receipt_id="R-1").public_id
 
 
 @pytest.mark.django_db
