@@ -554,7 +554,7 @@ def purchase_body(purchase: Purchase) -> dict:
         "receipt_id": purchase.receipt_id,
         "points_earned": purchase.points_earned,
         "points_redeemed": purchase.points_redeemed,
-        "breakdown": [{str(k): v for k, v in part.items()} for part in purchase.breakdown],
+        "breakdown": purchase.breakdown,
         "lines": [{"sku": line.sku, "points": line.points} for line in purchase.recorded_lines],
         "points_balance": purchase.points_balance,
         "points_pending": purchase.points_pending,

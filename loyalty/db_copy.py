@@ -197,7 +197,8 @@ def default_db() -> BaseDatabaseWrapper:
 def statement_cursor(db: BaseDatabaseWrapper) -> CursorWrapper:
     """A Django cursor for the tills' hot statements (a sale runs four), to use in a
     `with` block. With server-side binding (PostgreSQL's default here,
-    DB_PREPARED_STATEMENTS) it wraps the one psycopg cursor kept per connection:
+    DB_PREPARED_STATEMENTS) it wraps the one psycopg cursor kept per connection (each
+    thread has its own):
 
     - kept, because a new cursor cost ~14 µs: Django looks three times for a running
       event loop, raising and catching a RuntimeError each time, and a new psycopg cursor
