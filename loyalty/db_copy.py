@@ -221,14 +221,17 @@ def statement_cursor(db: BaseDatabaseWrapper) -> CursorWrapper:
     return _KeptDebugCursor(kept, db) if db.queries_logged else _KeptCursor(kept, db)
 
 
-class _KeptCursor(CursorWrapper):
+class _LeftOpen:
     def __exit__(self, *exc_info):
         """Left open for the connection's next statement (a new cursor costs more)."""
 
 
-class _KeptDebugCursor(CursorDebugWrapper):
-    def __exit__(self, *exc_info):
-        """Left open for the connection's next statement (a new cursor costs more)."""
+class _KeptCursor(_LeftOpen, CursorWrapper):
+    pass
+
+
+class _KeptDebugCursor(_LeftOpen, CursorDebugWrapper):
+    pass
 
 
 class _NumberedCursor(psycopg.RawCursor):
