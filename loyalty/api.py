@@ -22,7 +22,7 @@ from members.models import Member
 from members.services import MemberExists, member_enrol
 from partners.api import problems
 from partners.api.fields import E164, MoneySerializer, PhoneE164, SafeText
-from partners.api.idempotency import idempotent
+from partners.api.idempotency import answer_riding, idempotent
 from partners.api.problems import ApiProblem
 from partners.api.views import ApiView
 
@@ -540,6 +540,7 @@ def purchase_handler(store, cause: Cause, payload) -> tuple[int, dict]:
         lines=_lines(values),
         redeem_points=values["redeem_points"],
         cause=cause,
+        riders=lambda recorded: answer_riding(201, purchase_body(recorded)),
     )
     return 201, purchase_body(purchase)
 

@@ -146,9 +146,10 @@ def family_insert(parent: Model, children: list[Model], *, also: tuple[str, list
     to from that row's RETURNING. A child may refer to the parent, or to a child of an
     earlier model that is the only one of its model here (a purchase riding along with
     its ledger entry, and the purchase's lines): by foreign key set to that instance.
-    `also` is one more data-modifying statement (SQL and parameters) to run in it, e.g.
-    an UPDATE of stored balances. Everything gets its primary key. Elsewhere:
-    objects_insert one table after the other, then `also`.
+    Rows of a model that refer to none of them just go in alongside (the idempotency
+    record of the sale's answer). `also` is one more data-modifying statement (SQL and
+    parameters) to run in it, e.g. an UPDATE of stored balances. Everything gets its
+    primary key. Elsewhere: objects_insert one table after the other, then `also`.
 
     A till's sale writes an entry with its postings and lot, and a purchase with its
     lines: as separate statements each one cost a round trip and as much CPU again in
@@ -195,7 +196,7 @@ def default_db() -> BaseDatabaseWrapper:
 
 
 def statement_cursor(db: BaseDatabaseWrapper) -> CursorWrapper:
-    """A Django cursor for the tills' hot statements (a sale runs four), to use in a
+    """A Django cursor for the tills' hot statements (a sale runs three), to use in a
     `with` block. With server-side binding (PostgreSQL's default here,
     DB_PREPARED_STATEMENTS) it wraps the one psycopg cursor kept per connection (each
     thread has its own):
@@ -268,7 +269,7 @@ def _linked(
     model: type[Model], objs: list[Model], sources: dict[int, int]
 ) -> tuple[tuple[str, int], ...]:
     """The foreign keys of `model`'s rows that refer to a row of this statement, as
-    (field name, that row's CTE number): the same for every row."""
+    (field name, that row's CTE number): the same for every row, maybe none."""
     relations = [f for f in model._meta.concrete_fields if f.is_relation]
     linked = {
         tuple(
@@ -278,7 +279,7 @@ def _linked(
         )
         for o in objs
     }
-    if len(linked) != 1 or not next(iter(linked)):
+    if len(linked) != 1:
         raise ValueError(
             f"Every {model.__name__} must refer to the parent (or an earlier row) the same way."
         )

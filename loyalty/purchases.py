@@ -4,12 +4,13 @@ These run inside the caller's transaction (the API's idempotency wrapper opens t
 durable transaction, so the idempotency record commits with the points or not at all).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import Model, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -162,12 +163,15 @@ def purchase_record(
     redeem_points: int = 0,
     cause: Cause,
     accounts: ledger.MemberAccounts | None = None,
+    riders: Callable[[Purchase], list[Model]] | None = None,
 ) -> Purchase:
     """Credit a purchase's points (pending for the return window if the program says so),
     optionally paying part of it with points. A line with a membership plan's SKU starts
     or extends the member's membership (loyalty/memberships.py), in this transaction. The
     result carries the member's balances after it (`points_balance`, `points_pending`) and
-    the memberships it bought (`memberships_bought`). Raises DuplicateReceipt, CurrencyMismatch,
+    the memberships it bought (`memberships_bought`). `riders(purchase)` gives more new rows
+    to insert in the purchase's statement, given the purchase with those balances set
+    (the API's idempotency record of its answer). Raises DuplicateReceipt, CurrencyMismatch,
     InsufficientPoints, RedeemExceedsTotal, PlanQuantityInvalid."""
     settings = ledger.program_settings()
     # Locked before the rules read the member's use of capped rules, so caps hold.
@@ -195,9 +199,14 @@ def purchase_record(
     # The lines get ids too: plans bought refer to their line.
     purchase.recorded_lines = purchase_lines_new(purchase, lines, quote.line_points)
 
+    def along() -> list[Model]:
+        purchase.points_balance = accounts.available.balance  # as they are after the sale
+        purchase.points_pending = accounts.pending.balance
+        return riders(purchase) if riders else []
+
     def earned_by(entry):  # the purchase and its lines go in with the entry (one statement)
         purchase.earn_entry = entry
-        return [purchase, *purchase.recorded_lines]
+        return [purchase, *purchase.recorded_lines, *along()]
 
     try:
         # No savepoint of its own: the receipt is unique per store, and when another
@@ -210,7 +219,7 @@ def purchase_record(
                 riders=earned_by,
             )  # fmt: skip
         else:
-            family_insert(purchase, purchase.recorded_lines)
+            family_insert(purchase, [*purchase.recorded_lines, *along()])
     except IntegrityError as error:
         if _constraint(error) != RECEIPT_ONCE:
             raise

@@ -117,11 +117,14 @@ class VerbatimTextField(models.TextField):
         return "%s"
 
 
+KEY_ONCE = "idempotency_key_unique_per_store"  # the constraint that keeps a key's first answer
+
+
 class IdempotencyRecord(models.Model):
     """The first response to a state-changing request, written in the same transaction
     as what the request changed, and replayed for a retry with the same key and body."""
 
-    # No index of its own: idempotency_key_unique_per_store starts with it.
+    # No index of its own: the KEY_ONCE constraint starts with it.
     store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_index=False)
     key = models.CharField(max_length=255)
     fingerprint = models.CharField(max_length=64)
@@ -133,9 +136,7 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["store", "key"], name="idempotency_key_unique_per_store"
-            ),
+            models.UniqueConstraint(fields=["store", "key"], name=KEY_ONCE),
             models.CheckConstraint(
                 condition=Q(status__lt=500), name="idempotency_never_stores_5xx"
             ),

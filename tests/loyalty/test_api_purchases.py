@@ -6,6 +6,7 @@ from unittest.mock import patch
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -432,6 +433,30 @@ def test_a_tills_repeated_purchases_run_as_prepared_statements(api_client, membe
         # the statement that inserts into the table (with its postings, lot or lines)
         ran = [count for sql, count in runs if f'INSERT INTO "{table}" ' in sql]
         assert ran and max(ran) >= 3, (table, runs)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("total", ["49.90", "0.50"])  # points earned, and none
+def test_a_sale_stores_its_answer_in_its_own_statement(api_client, member, postgres_only, total):
+    """The key's record goes in with the sale's rows, in one statement: what a retry gets
+    back is byte for byte the first answer, and nothing is stored twice."""
+    assert post(api_client, "purchases", purchase_payload(member, receipt="W")).status_code == 201
+    one = [{"sku": "GUM", "quantity": "1", "unit_price": total}]
+    key = str(uuid.uuid4())
+    payload = purchase_payload(member, receipt="R-9", total=total, lines=one)
+    with CaptureQueriesContext(connection) as queries:
+        first = post(api_client, "purchases", payload, key=key)
+    assert first.status_code == 201
+    assert first.json()["points_earned"] == (49 if total == "49.90" else 0)
+    writes = [q["sql"] for q in queries if q["sql"].startswith(("INSERT", "UPDATE", "WITH"))]
+    assert len(writes) == 1
+    assert 'INSERT INTO "partners_idempotencyrecord"' in writes[0]
+    assert 'INSERT INTO "loyalty_purchase"' in writes[0]
+    record = IdempotencyRecord.objects.get(key=key)
+    assert (record.status, record.body.encode()) == (201, first.content)
+    again = post(api_client, "purchases", payload, key=key)
+    assert again.content == first.content and again["Idempotent-Replayed"] == "true"
+    assert IdempotencyRecord.objects.filter(key=key).count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
