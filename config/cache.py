@@ -5,6 +5,20 @@ one costs more than the round trip it makes; the pool (and so the connections) i
 either way."""
 
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+from redis.commands.core import Script
+
+# The values of KEYS[1..n], then, for each counter KEYS[n+i] living ARGV[i] seconds from
+# its first count, its new count: one command and one reply. A pipeline of MGET, SET NX
+# and INCR cost redis-py three commands' bookkeeping and parsing a request.
+_READ_AND_COUNT = """
+local n = #KEYS - #ARGV
+local out = redis.call('MGET', unpack(KEYS, 1, n))
+for i = 1, #ARGV do
+  redis.call('SET', KEYS[n + i], 0, 'EX', ARGV[i], 'NX')
+  out[n + i] = redis.call('INCR', KEYS[n + i])
+end
+return out
+"""
 
 
 class _ReusingClient(RedisCacheClient):
@@ -22,6 +36,7 @@ class ReusingRedisCache(RedisCache):
         super().__init__(server, params)
         self._class = _ReusingClient
         self._decoded: dict[str, tuple[bytes, object]] = {}  # key: (stored bytes, value)
+        self._scripts: dict[int, Script] = {}  # per client: _READ_AND_COUNT, registered
 
     def validate_key(self, key):
         """No check: Django's warns about keys that memcached could not store, which Redis
@@ -35,13 +50,18 @@ class ReusingRedisCache(RedisCache):
         `counts` are (key, timeout) counters to add one to in the same round trip, as
         `count` does; their new values come back under their keys."""
         names = {self.make_and_validate_key(key): key for key in keys}
-        pipe = self._cache.get_client(None, write=bool(counts)).pipeline(transaction=False)
-        pipe.mget(list(names))
-        for key, timeout in counts:
-            self._count_queued(pipe, self.make_and_validate_key(key), timeout)
-        stored, *counted = pipe.execute()
+        client = self._cache.get_client(None, write=bool(counts))
+        if counts:
+            script = self._scripts.get(id(client))
+            if script is None:
+                script = self._scripts[id(client)] = client.register_script(_READ_AND_COUNT)
+            counters = [self.make_and_validate_key(key) for key, _timeout in counts]
+            replies = script([*names, *counters], [timeout for _key, timeout in counts], client)
+            stored, counted = replies[: len(names)], replies[len(names) :]
+        else:
+            stored, counted = client.mget(list(names)), []
         loads = self._cache._serializer.loads
-        values = {key: value for (key, _t), value in zip(counts, counted[1::2], strict=True)}
+        values = {key: value for (key, _t), value in zip(counts, counted, strict=True)}
         for made, data in zip(names, stored, strict=True):
             key = names[made]
             if data is None:

@@ -461,9 +461,9 @@ def test_a_sale_stores_its_answer_in_its_own_statement(api_client, member, postg
 
 @pytest.mark.django_db(transaction=True)
 def test_a_purchase_makes_one_cache_round_trip(api_client, member, shared_cache):
-    """In steady state a purchase asks the shared cache once: one pipeline reads the API
-    key with the rules' generation and the program settings (MGET), however often the
-    purchase reads them, and counts the request for the rate limit."""
+    """In steady state a purchase asks the shared cache once: one script reads the API
+    key with the rules' generation and the program settings, however often the purchase
+    reads them, and counts the request for the rate limit."""
     import redis.client
 
     assert post(api_client, "purchases", purchase_payload(member, receipt="W")).status_code == 201
@@ -484,7 +484,7 @@ def test_a_purchase_makes_one_cache_round_trip(api_client, member, shared_cache)
     ):
         response = post(api_client, "purchases", purchase_payload(member, receipt="Q"))
     assert response.status_code == 201
-    assert trips == ["PIPELINE"]
+    assert trips == ["EVALSHA"]
 
 
 @pytest.mark.django_db(transaction=True)
