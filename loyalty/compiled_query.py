@@ -73,7 +73,7 @@ class CompiledQuery:
             value if slot is None else values[slot]
             for value, slot in zip(compiled.params, compiled.slots, strict=True)
         ]
-        with statement_cursor(connections[db]) as cursor:
+        with statement_cursor(connections[db], compiled.sql) as cursor:
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchall()
         if compiled.converters:

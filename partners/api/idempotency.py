@@ -67,6 +67,12 @@ def fingerprint(method: str, path: str, payload) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+_LOCK_AND_FIND = (
+    "SELECT pg_try_advisory_xact_lock(%s), r.fingerprint, r.status, r.body FROM (SELECT 1) AS one "
+    f"LEFT JOIN {IdempotencyRecord._meta.db_table} AS r ON r.store_id = %s AND r.key = %s"
+)
+
+
 def _lock_and_find(store_id: int, key: str) -> tuple[bool, tuple | None]:
     """Take the key's advisory lock (false when another request holds it) and read the
     response stored for the key, as (fingerprint, status, body), in one round trip.
@@ -76,13 +82,8 @@ def _lock_and_find(store_id: int, key: str) -> tuple[bool, tuple | None]:
     if db.vendor != "postgresql":
         found = IdempotencyRecord.objects.filter(store_id=store_id, key=key)
         return True, found.values_list("fingerprint", "status", "body").first()
-    record = IdempotencyRecord._meta.db_table
-    with statement_cursor(db) as cursor:
-        cursor.execute(
-            "SELECT pg_try_advisory_xact_lock(%s), r.fingerprint, r.status, r.body "
-            f"FROM (SELECT 1) AS one LEFT JOIN {record} AS r ON r.store_id = %s AND r.key = %s",
-            [_lock_id(store_id, key), store_id, key],
-        )
+    with statement_cursor(db, _LOCK_AND_FIND) as cursor:
+        cursor.execute(_LOCK_AND_FIND, [_lock_id(store_id, key), store_id, key])
         locked, *stored = cursor.fetchone()
     return locked, (tuple(stored) if stored[0] is not None else None)
 

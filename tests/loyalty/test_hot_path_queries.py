@@ -377,10 +377,11 @@ def test_a_big_basket_goes_in_as_one_statement_its_text_converted_once(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_connection_keeps_one_cursor_for_the_hot_statements(postgres_only):
-    """A sale's statements share one psycopg cursor per connection (a new one costs more
-    than a small statement). It stays open after its `with` block, errors still arrive as
-    Django's, queries are still counted, and a new connection gets a new cursor."""
+def test_a_connection_keeps_a_cursor_for_each_hot_statement(postgres_only):
+    """Each of a sale's statements keeps its psycopg cursor on the connection (a new one
+    costs more than a small statement), and with it the adapters psycopg chose for it. It
+    stays open after its `with` block, errors still arrive as Django's, queries are still
+    counted, and a new connection gets new cursors."""
     if not connection.features.uses_server_side_binding:
         pytest.skip("kept only with server-side binding")
     used = []
@@ -390,14 +391,17 @@ def test_a_connection_keeps_one_cursor_for_the_hot_statements(postgres_only):
         return execute(sql, params, many, context)
 
     def one(sql, params=()):
-        with statement_cursor(connection) as cursor:
+        with statement_cursor(connection, sql) as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall()
 
     with connection.execute_wrapper(spy), CaptureQueriesContext(connection) as queries:
         assert one("SELECT %s::int + 1", [1]) == [(2,)]
+        adapters = used[0]._tx  # psycopg's adapters for the statement (private: checked here)
         assert one("SELECT 'a%%' || %s", ["b"]) == [("a%b",)]
-    assert len(queries) == 2 and used[0] is used[1] and not used[0].closed
+        assert one("SELECT %s::int + 1", [2]) == [(3,)]
+    assert len(queries) == 3 and used[0] is used[2] is not used[1] and not used[0].closed
+    assert used[2]._tx is adapters  # kept between the statement's runs, not looked up anew
     with pytest.raises(IntegrityError), transaction.atomic():
         one("INSERT INTO loyalty_account (kind, code, name, balance, created_at) "
             "VALUES ('issuance', NULL, NULL, 0, now())")  # fmt: skip
