@@ -38,6 +38,13 @@ M = TypeVar("M", bound=Model)
 
 COPY_FROM = 20  # rows; below that an INSERT (one round trip, ids returned) is as quick
 KEPT_STATEMENTS = 64  # cursors kept per connection, one per hot statement (statement_cursor)
+# psycopg's own loader of timestamptz text (in C with psycopg[binary]). Django registers a
+# Python one that puts its time zone on each value; where the session's time zone is UTC,
+# as Django's is, psycopg's gives the very same values, at a fraction of the cost (a sale's
+# member lookup reads ten).
+_PSYCOPG_TIMESTAMPTZ = psycopg.adapters.get_loader(
+    psycopg.adapters.types["timestamptz"].oid, psycopg.pq.Format.TEXT
+)
 
 
 def unsaved(model: type[M], **values) -> M:
@@ -228,6 +235,8 @@ def statement_cursor(db: BaseDatabaseWrapper, sql: str) -> CursorWrapper:
         if len(cursors) >= KEPT_STATEMENTS:  # baskets of every size: start afresh
             cursors.clear()
         cursor = cursors[sql] = _NumberedCursor(db.connection)
+        if db.timezone is datetime.UTC and cursor.connection.info.timezone is datetime.UTC:
+            cursor.adapters.register_loader("timestamptz", _PSYCOPG_TIMESTAMPTZ)
     db.validate_thread_sharing()
     return _KeptDebugCursor(cursor, db) if db.queries_logged else _KeptCursor(cursor, db)
 

@@ -3,7 +3,7 @@ member lookup, loyalty.db_copy for the inserts): what it reads and writes must b
 what the ORM would have read and written."""
 
 import functools
-from datetime import timedelta
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -410,6 +410,25 @@ def test_a_connection_keeps_a_cursor_for_each_hot_statement(postgres_only):
     with connection.execute_wrapper(spy):
         assert one("SELECT 2") == [(2,)]
     assert used[-1] is not used[0] and used[-1].connection is connection.connection
+
+
+@pytest.mark.django_db
+def test_a_hot_statement_reads_times_as_djangos_cursor_does(postgres_only):
+    """A hot statement's cursor loads timestamps with psycopg's own loader (Django's is
+    written in Python, and a sale's member lookup reads ten): the same values, in UTC."""
+    sql = "SELECT %s::timestamptz, %s::timestamptz, now(), NULL::timestamptz"
+    params = ["2026-01-01 10:00:00.123456+03", "1999-12-31 23:59:59-08:30"]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        expected = cursor.fetchone()
+    with statement_cursor(connection, sql) as cursor:
+        cursor.execute(sql, params)
+        read = cursor.fetchone()
+        loader = cursor.cursor.adapters.get_loader(1184, psycopg.pq.Format.TEXT)  # timestamptz
+    assert read == expected and read[3] is None
+    assert all(value.tzinfo is expected[0].tzinfo is UTC for value in read[:3])
+    if connection.features.uses_server_side_binding:
+        assert not loader.__module__.startswith("django")
 
 
 @pytest.mark.django_db
