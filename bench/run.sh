@@ -131,6 +131,7 @@ for _ in $(seq 100); do
 done
 [ "$code" = 401 ] || { cat "$OUT/gunicorn.log"; die "gunicorn did not answer (last: $code)"; }
 psql -q -c CHECKPOINT "$DB"
+MACHINE_MS=$("$PY" "$BENCH/machine_speed.py")  # the machine's phase, just before the load
 
 # 4. wrk -------------------------------------------------------------------------------
 URL=http://127.0.0.1:$PORT/api/v1/purchases
@@ -205,6 +206,7 @@ batch sync   : $(field "$BATCH" items) purchases in $(field "$BATCH" seconds) s 
 cpu/purchase : app $(field "$CPU" app_ms) ms, PostgreSQL $(field "$CPU" postgres_ms), Redis $(field "$CPU" redis_ms), wrk $(field "$CPU" wrk_ms), other $(field "$CPU" other_ms); total $(field "$CPU" total_ms) ms of the $(awk -v c="$(nproc)" 'BEGIN { printf "%.1f", c * 1000 / 500 }') ms that $(nproc) cores give each of 500 purchases/s
 db ceiling   : pgbench $TPS tps, latency avg $PG_LAT ms ($CONNECTIONS clients, $STATEMENTS statements/purchase)
 ratio        : API/ceiling = $RATIO
+machine      : $MACHINE_MS ms of CPU for a fixed Python workload (bench/machine_speed.py; more in a slow phase)
 files        : $OUT
 ==========================================================================================
 EOF
