@@ -149,7 +149,8 @@ def answer_riding(status: int, body: dict) -> list[IdempotencyRecord]:
     purchases a second). [] when the request has no transaction of its own (a batch's
     item), and then the record is written after the handler as usual. The handler must
     still return its answer: if that is no longer this one (equal, not the same object
-    changed in place), or the row did not go in, the answer returned is what is stored."""
+    changed in place), or the row did not go in, the answer returned is what is stored.
+    The row must commit with the request: not in a savepoint the handler rolls back."""
     ride = getattr(_riding, "ride", None)
     if ride is None:
         return []
