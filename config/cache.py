@@ -12,7 +12,8 @@ from redis.commands.core import Script
 # and INCR cost redis-py three commands' bookkeeping and parsing a request.
 _READ_AND_COUNT = """
 local n = #KEYS - #ARGV
-local out = redis.call('MGET', unpack(KEYS, 1, n))
+local out = {}
+if n > 0 then out = redis.call('MGET', unpack(KEYS, 1, n)) end
 for i = 1, #ARGV do
   redis.call('SET', KEYS[n + i], 0, 'EX', ARGV[i], 'NX')
   out[n + i] = redis.call('INCR', KEYS[n + i])
@@ -50,16 +51,11 @@ class ReusingRedisCache(RedisCache):
         `counts` are (key, timeout) counters to add one to in the same round trip, as
         `count` does; their new values come back under their keys."""
         names = {self.make_and_validate_key(key): key for key in keys}
-        client = self._cache.get_client(None, write=bool(counts))
         if counts:
-            script = self._scripts.get(id(client))
-            if script is None:
-                script = self._scripts[id(client)] = client.register_script(_READ_AND_COUNT)
-            counters = [self.make_and_validate_key(key) for key, _timeout in counts]
-            replies = script([*names, *counters], [timeout for _key, timeout in counts], client)
+            replies = self._read_and_count(list(names), counts)
             stored, counted = replies[: len(names)], replies[len(names) :]
         else:
-            stored, counted = client.mget(list(names)), []
+            stored, counted = self._cache.get_client(None).mget(list(names)), []
         loads = self._cache._serializer.loads
         values = {key: value for (key, _t), value in zip(counts, counted, strict=True)}
         for made, data in zip(names, stored, strict=True):
@@ -78,12 +74,14 @@ class ReusingRedisCache(RedisCache):
     def count(self, key: str, timeout: int) -> int:
         """Add one to a counter that lives `timeout` seconds from its first count, and
         return it: one round trip (Django's incr is two, and needs the key to exist)."""
-        key = self.make_and_validate_key(key)
-        pipe = self._cache.get_client(key, write=True).pipeline(transaction=False)
-        self._count_queued(pipe, key, timeout)
-        return pipe.execute()[1]
+        return self._read_and_count([], [(key, timeout)])[0]
 
-    @staticmethod
-    def _count_queued(pipe, key: str, timeout: int) -> None:
-        pipe.set(key, 0, ex=timeout, nx=True)
-        pipe.incr(key)
+    def _read_and_count(self, made_keys: list[str], counts) -> list:
+        """_READ_AND_COUNT's reply: the stored values of `made_keys` (already made into
+        cache keys), then the new value of each (key, timeout) counter."""
+        client = self._cache.get_client(None, write=True)
+        script = self._scripts.get(id(client))
+        if script is None:
+            script = self._scripts[id(client)] = client.register_script(_READ_AND_COUNT)
+        counters = [self.make_and_validate_key(key) for key, _timeout in counts]
+        return script([*made_keys, *counters], [timeout for _key, timeout in counts], client)

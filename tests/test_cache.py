@@ -19,3 +19,13 @@ def test_one_round_trip_reads_values_and_counts_for_a_minute(shared_cache):
     again = cache.get_many_shared(["memo-a"], shared={"memo-a"}, counts=[("memo-hits", 60)])
     assert again == {"memo-a": {"x": 1}, "memo-hits": 2}
     assert cache.get_many_shared(["memo-a"], shared={"memo-a"})["memo-a"] is again["memo-a"]
+
+
+@pytest.mark.django_db
+def test_a_counter_alone_counts_for_its_window(shared_cache):
+    """The rate limit counted on its own (a request that read its key apart): the same
+    script, with no values to read."""
+    cache.delete("memo-alone")
+    assert [cache.count("memo-alone", 60), cache.count("memo-alone", 60)] == [1, 2]
+    ttl = cache._cache.get_client(write=True).ttl(cache.make_and_validate_key("memo-alone"))
+    assert 0 < ttl <= 60
