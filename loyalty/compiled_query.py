@@ -24,7 +24,7 @@ from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
 from django.db.models.sql.compiler import SQLCompiler
 
-from loyalty.db_copy import statement_cursor
+from loyalty.db_copy import statement_rows
 
 
 def _marker(kind: type, index: int):
@@ -73,9 +73,7 @@ class CompiledQuery:
             value if slot is None else values[slot]
             for value, slot in zip(compiled.params, compiled.slots, strict=True)
         ]
-        with statement_cursor(connections[db], compiled.sql) as cursor:
-            cursor.execute(compiled.sql, params)
-            rows = cursor.fetchall()
+        rows = statement_rows(connections[db], compiled.sql, params)
         if compiled.converters:
             rows = compiled.compiler.apply_converters(rows, compiled.converters)
         if compiled.names is not None:

@@ -127,9 +127,7 @@ def _inserted(model: type[Model], objs: list[Model], db: BaseDatabaseWrapper) ->
     if not objs:
         return objs
     sql, readers = _insert_statement(model, len(objs))
-    with statement_cursor(db, sql) as cursor:
-        cursor.execute(sql, [read(obj, db) for obj in objs for read in readers])
-        ids = cursor.fetchall()
+    ids = statement_rows(db, sql, [read(obj, db) for obj in objs for read in readers])
     _pks_set(objs, [pk for (pk,) in ids])
     return _saved(objs)
 
@@ -181,9 +179,7 @@ def family_insert(parent: Model, children: list[Model], *, also: tuple[str, list
     for (_model, objs), run_readers in zip(runs, readers[1:], strict=True):
         params += [read(obj, db) for obj in objs for read in run_readers if read is not None]
     params += also[1]
-    with statement_cursor(db, sql) as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+    rows = statement_rows(db, sql, params)
     ids: dict[int, list[int]] = {}
     for table, pk in rows:
         ids.setdefault(table, []).append(pk)
@@ -201,6 +197,13 @@ def default_db() -> BaseDatabaseWrapper:
     loop (asgiref): about 0.25 % of a till's purchase each, so the inserts look it up
     once and hand it on."""
     return connections[DEFAULT_DB_ALIAS]
+
+
+def statement_rows(db: BaseDatabaseWrapper, sql: str, params: list) -> list[tuple]:
+    """Run one of the tills' hot statements (`statement_cursor`) and return its rows."""
+    with statement_cursor(db, sql) as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def statement_cursor(db: BaseDatabaseWrapper, sql: str) -> CursorWrapper:

@@ -25,7 +25,7 @@ from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from loyalty.db_copy import default_db, objects_insert, statement_cursor, unsaved
+from loyalty.db_copy import default_db, objects_insert, statement_rows, unsaved
 from partners.api.problems import CONTENT_TYPE, ApiProblem, problem_for
 from partners.models import KEY_ONCE, IdempotencyRecord, Store
 
@@ -82,9 +82,8 @@ def _lock_and_find(store_id: int, key: str) -> tuple[bool, tuple | None]:
     if db.vendor != "postgresql":
         found = IdempotencyRecord.objects.filter(store_id=store_id, key=key)
         return True, found.values_list("fingerprint", "status", "body").first()
-    with statement_cursor(db, _LOCK_AND_FIND) as cursor:
-        cursor.execute(_LOCK_AND_FIND, [_lock_id(store_id, key), store_id, key])
-        locked, *stored = cursor.fetchone()
+    params = [_lock_id(store_id, key), store_id, key]
+    [(locked, *stored)] = statement_rows(db, _LOCK_AND_FIND, params)
     return locked, (tuple(stored) if stored[0] is not None else None)
 
 
