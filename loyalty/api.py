@@ -15,6 +15,7 @@ from rest_framework.response import Response
 
 from loyalty import exceptions as ledger_errors
 from loyalty import ledger, memberships, purchases, selectors, tiers
+from loyalty.compiled_query import FirstRead
 from loyalty.ledger import Cause, program_settings
 from loyalty.models import Purchase, Redemption
 from members.cards import card_number_is_valid
@@ -22,7 +23,7 @@ from members.models import Member
 from members.services import MemberExists, member_enrol
 from partners.api import problems
 from partners.api.fields import E164, MoneySerializer, PhoneE164, SafeText
-from partners.api.idempotency import answer_riding, idempotent
+from partners.api.idempotency import answer_riding, idempotent, key_check_along
 from partners.api.problems import ApiProblem
 from partners.api.views import ApiView
 
@@ -199,12 +200,15 @@ def member_by_card(card_number: str) -> Member:
     return member
 
 
-def member_lock_by_card(card_number: str) -> tuple[Member, ledger.MemberAccounts]:
-    """The member and their locked accounts, in one query for a valid card."""
+def member_lock_by_card(
+    card_number: str, *, first: FirstRead | None = None
+) -> tuple[Member, ledger.MemberAccounts]:
+    """The member and their locked accounts, in one query for a valid card, which makes
+    the read `first` too (`ledger.member_lock_by_card`)."""
     if not card_number_is_valid(card_number):
         raise _no_member(card_number)
     try:
-        return ledger.member_lock_by_card(card_number)
+        return ledger.member_lock_by_card(card_number, first=first)
     except ledger_errors.UnknownMember:
         raise _no_member(card_number) from None
 
@@ -528,7 +532,8 @@ def _lines(data) -> list[purchases.LineIn]:
 
 def purchase_handler(store, cause: Cause, payload) -> tuple[int, dict]:
     values = validated(PurchaseInSerializer, payload)
-    member, accounts = member_lock_by_card(values["card_number"])
+    # The till's request checks its idempotency key in this read (None in a batch).
+    member, accounts = member_lock_by_card(values["card_number"], first=key_check_along())
     purchase = purchases.purchase_record(
         store=store,
         member=member,
@@ -792,7 +797,7 @@ class PurchaseApi(ApiView):
         "`member_not_found` 404, `duplicate_receipt` (with the existing `id`), `insufficient_points`, "
         "`idempotency_key_in_use` 409, `currency_mismatch`, `idempotency_key_reused` 422.",
     )
-    @idempotent
+    @idempotent(key_check_along=True)
     def post(self, request):
         return purchase_handler(request.user.store, _cause(request), request.data)
 

@@ -12,8 +12,12 @@ exactly as a QuerySet makes them. Only for querysets whose SQL does not depend o
 values (equality and comparison filters, not `__in` a list), on the database the queryset
 chose when it was compiled. On PostgreSQL, which takes the values as they are; elsewhere (SQLite in
 development, which stores datetimes as text) the queryset runs as usual.
+
+`run_after(first, ...)` makes another one-row read in the same statement, ahead of the
+query, which runs only if that read lets it (`FirstRead`): a round trip fewer.
 """
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +39,21 @@ def _marker(kind: type, index: int):
     if kind is datetime:  # a moment no real value has: 1901, down to the microsecond
         return datetime(1901, 2, 3, 4, 5, 6, 424_200 + index, tzinfo=UTC)
     raise TypeError(f"CompiledQuery: no marker for {kind!r} parameters")
+
+
+@dataclass(frozen=True, slots=True)
+class FirstRead:
+    """A read of exactly one row that `CompiledQuery.run_after` makes in the query's
+    statement, ahead of it: the query's rows are read, and locked, only where `proceed`
+    holds, an SQL condition on the read's columns (named first.<column>). PostgreSQL
+    tests it once, before the query's scan starts, so a read that says stop locks
+    nothing. `then` is given the read's row before the query's rows are returned."""
+
+    sql: str  # %s parameters
+    params: list
+    width: int  # its columns
+    proceed: str
+    then: Callable[[tuple], None]
 
 
 @dataclass(frozen=True)
@@ -63,22 +82,45 @@ class CompiledQuery:
         self._local = threading.local()  # .compiled: a compiler belongs to a thread's connection
 
     def run(self, *values) -> list[Model] | list[dict]:
-        if len(values) != len(self._kinds):
-            raise TypeError(f"CompiledQuery.run takes {len(self._kinds)} values")
-        compiled = getattr(self._local, "compiled", None) or self._compile()
+        compiled = self._compiled()
         if compiled is _UNCOMPILED:
             return list(self._build(*values))
-        db = compiled.db
+        return self._objects(compiled, self._rows(compiled, [], values))
+
+    def run_after(self, first: FirstRead, *values) -> list[Model]:
+        """`first`'s row (handed to `first.then`) and the query's rows, in one statement;
+        no rows when `first.proceed` does not hold. PostgreSQL only."""
+        key = (first.sql, first.proceed)
+        after = getattr(self._local, "after", None)
+        if after is None:
+            after = self._local.after = {}  # {(sql, proceed): _Compiled}
+        compiled = after.get(key)
+        if compiled is None:
+            compiled = after[key] = self._compile_after(first)
+        rows = self._rows(compiled, first.params, values)
+        first.then(rows[0][-first.width :])  # a row always: the query is LEFT JOINed
+        return self._objects(compiled, [row for row in rows if row[compiled.start] is not None])
+
+    def _compiled(self) -> _Compiled | object:
+        return getattr(self._local, "compiled", None) or self._compile()
+
+    def _rows(self, compiled: _Compiled, first_params: list, values: tuple) -> list:
+        if len(values) != len(self._kinds):
+            raise TypeError(f"CompiledQuery.run takes {len(self._kinds)} values")
         params = [
             value if slot is None else values[slot]
             for value, slot in zip(compiled.params, compiled.slots, strict=True)
         ]
-        rows = statement_rows(connections[db], compiled.sql, params)
+        return statement_rows(connections[compiled.db], compiled.sql, [*first_params, *params])
+
+    @staticmethod
+    def _objects(compiled: _Compiled, rows: list) -> list[Model] | list[dict]:
         if compiled.converters:
             rows = compiled.compiler.apply_converters(rows, compiled.converters)
         if compiled.names is not None:
             return [dict(zip(compiled.names, row, strict=True)) for row in rows]
         model = compiled.compiler.klass_info["model"]
+        db = compiled.db
         objects = []
         for row in rows:
             obj = model.from_db(db, compiled.init_list, row[compiled.start : compiled.end])
@@ -89,11 +131,29 @@ class CompiledQuery:
             objects.append(obj)
         return objects
 
-    def _compile(self) -> _Compiled | object:
+    def _compile_after(self, first: FirstRead) -> _Compiled:
+        """The query with `first` ahead of it: its columns come first in each row, as
+        the populators expect, and first's last. PostgreSQL evaluates the LATERAL query
+        once per row of `first`, and `proceed`, which refers only to `first`, becomes a
+        one-time filter in front of the query's scan and its row locks."""
+        compiled = self._compile(lambda queryset: queryset.extra(where=[first.proceed]))
+        if compiled is _UNCOMPILED or compiled.names is not None:
+            raise ValueError("CompiledQuery.run_after: a model query on PostgreSQL only")
+        return dataclasses.replace(
+            compiled,
+            sql=f"SELECT q.*, first.* FROM ({first.sql}) AS first "
+            f"LEFT JOIN LATERAL ({compiled.sql}) AS q ON true",
+        )
+
+    def _compile(self, amend=None) -> _Compiled | object:
+        """The query compiled; kept for `run` unless `amend` changes the queryset."""
         markers = [_marker(kind, i) for i, kind in enumerate(self._kinds)]
         queryset = self._build(*markers)
+        if amend is not None:
+            queryset = amend(queryset)
         if connections[queryset.db].vendor != "postgresql":
-            self._local.compiled = _UNCOMPILED
+            if amend is None:
+                self._local.compiled = _UNCOMPILED
             return _UNCOMPILED
         compiler = queryset.query.get_compiler(using=queryset.db)
         sql, params = compiler.as_sql()
@@ -115,7 +175,7 @@ class CompiledQuery:
             start, end = fields[0], fields[-1] + 1
             init_list = [f[0].target.attname for f in select[start:end]]
             populators = get_related_populators(klass_info, select, queryset.db)
-        self._local.compiled = _Compiled(
+        compiled = _Compiled(
             db=queryset.db,
             sql=sql,
             params=tuple(params),
@@ -129,7 +189,9 @@ class CompiledQuery:
             annotations=dict(compiler.annotation_col_map),
             names=names,
         )
-        return self._local.compiled
+        if amend is None:
+            self._local.compiled = compiled
+        return compiled
 
 
 def _slot(value, markers: list) -> int | None:

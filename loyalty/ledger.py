@@ -23,7 +23,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from loyalty import request_memo
-from loyalty.compiled_query import CompiledQuery
+from loyalty.compiled_query import CompiledQuery, FirstRead
 from loyalty.db_copy import family_insert, objects_insert, unsaved
 from loyalty.exceptions import (
     AlreadyReversed,
@@ -184,11 +184,18 @@ _accounts_by_card_locked = CompiledQuery(
 )
 
 
-def member_lock_by_card(card_number: str) -> tuple[Member, MemberAccounts]:
-    """Find a member by card and lock their accounts in one query (the till's hot path).
+def member_lock_by_card(
+    card_number: str, *, first: FirstRead | None = None
+) -> tuple[Member, MemberAccounts]:
+    """Find a member by card and lock their accounts in one query (the till's hot path),
+    which makes the read `first` too, ahead of it (the API's idempotency key check);
+    `first.then` must raise where `first.proceed` does not hold, as nothing was read.
     Raises UnknownMember."""
     _require_atomic()
-    accounts = _accounts_by_card_locked.run(card_number)
+    if first is None:
+        accounts = _accounts_by_card_locked.run(card_number)
+    else:
+        accounts = _accounts_by_card_locked.run_after(first, card_number)
     if len(accounts) == len(MEMBER_KINDS):
         by_kind = {a.kind: a for a in accounts}
         member = accounts[0].member

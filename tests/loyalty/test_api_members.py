@@ -5,7 +5,6 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from loyalty import services
@@ -13,7 +12,7 @@ from members.models import Member, User
 from partners.api.idempotency import idempotency_purge
 from partners.models import IdempotencyRecord
 from partners.services import api_key_create
-from tests.concurrency import run_at_once
+from tests.concurrency import key_lock_id, other_connection, run_at_once
 from tests.factories import MemberFactory, TerminalFactory
 
 ENROL = "/api/v1/members"
@@ -271,19 +270,10 @@ def test_a_key_whose_first_request_is_still_running_answers_in_use(
     postgres_only, api_client, store
 ):
     """Hold the key's lock from another connection, as an in-flight request would."""
-    import hashlib
-
-    import psycopg
-
     key = str(uuid.uuid4())
-    digest = hashlib.sha256(f"{store.pk}:{key}".encode()).digest()
-    lock_id = int.from_bytes(digest[:8], "big", signed=True)
-    settings = connection.settings_dict
-    with psycopg.connect(
-        host=settings["HOST"], port=settings["PORT"], user=settings["USER"], dbname=settings["NAME"]
-    ) as other:
+    with other_connection() as other:
         other.execute("BEGIN")
-        other.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
+        other.execute("SELECT pg_advisory_xact_lock(%s)", [key_lock_id(store, key)])
         _problem(
             _post(api_client, {"phone": "+905551119999"}, key=key), 409, "idempotency_key_in_use"
         )

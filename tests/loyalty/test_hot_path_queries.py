@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from loyalty import ledger, memberships, selectors, services
-from loyalty.compiled_query import CompiledQuery
+from loyalty.compiled_query import CompiledQuery, FirstRead
 from loyalty.db_copy import family_insert, objects_insert, statement_cursor, unsaved
 from loyalty.exceptions import UnknownMember
 from loyalty.models import (
@@ -32,6 +32,7 @@ from loyalty.models import (
 )
 from loyalty.purchases import LineIn, ReceiptTaken, purchase_record
 from members.models import Member
+from tests.concurrency import other_connection
 from tests.factories import MemberFactory, StaffFactory, StoreFactory
 from tests.loyalty.tiers_helpers import TILL, buy, make_three_tiers
 
@@ -79,6 +80,45 @@ def test_the_compiled_member_lookup_reads_what_the_orm_reads(django_assert_num_q
             assert fast[0].pk == member.pk
         with pytest.raises(UnknownMember):
             ledger.member_lock_by_card("0000000000000")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("proceed", [True, False])
+def test_a_read_ahead_of_the_member_lookup_shares_its_statement_and_can_stop_it(
+    postgres_only, django_assert_num_queries, proceed
+):
+    """`run_after`: the read's row and the member's locked accounts in one statement; where
+    the read says stop, the accounts are neither read nor locked."""
+    member = MemberFactory()
+    buy(member, StoreFactory(), "10.00")  # makes the member's accounts
+    seen = []
+    first = FirstRead(
+        sql="SELECT %s::int AS n, %s::bool AS go", params=[7, proceed], width=2,
+        proceed="first.go", then=seen.append,
+    )  # fmt: skip
+    query = CompiledQuery(
+        lambda card: (
+            Account.objects.select_for_update(of=("self",))
+            .select_related("member__tier_state__tier")
+            .filter(member__card_number=card)
+            .order_by("pk")
+        )
+    )
+    with transaction.atomic():
+        with django_assert_num_queries(1):
+            found = query.run_after(first, member.card_number)
+        assert seen == [(7, proceed)]
+        if proceed:
+            assert described(found) == described(orm_lock_by_card(member.card_number))
+        else:
+            assert found == []
+        with other_connection() as other:
+            lock = "SELECT id FROM loyalty_account WHERE member_id = %s FOR UPDATE NOWAIT"
+            if proceed:
+                with pytest.raises(psycopg.errors.LockNotAvailable):
+                    other.execute(lock, [member.pk])
+            else:
+                assert len(other.execute(lock, [member.pk]).fetchall()) == 2
 
 
 def looked_up(member):

@@ -7,8 +7,10 @@ import threading
 import pytest
 from django.db import connection, transaction
 
+from loyalty.compiled_query import CompiledQuery
 from loyalty.db_copy import objects_insert
-from partners.api.idempotency import answer_riding, run_idempotent
+from loyalty.models import Account
+from partners.api.idempotency import answer_riding, key_check_along, run_idempotent
 from partners.api.problems import ApiProblem
 from partners.models import IdempotencyRecord
 
@@ -114,3 +116,58 @@ def test_a_batch_item_writes_its_record_after_the_handler(store):
     with transaction.atomic():
         assert run(store, handler, durable=False).status == 201
     assert offered == [[]] and stored(store) == [(201, {"points": 5})]
+
+
+accounts_of_card = CompiledQuery(lambda card: Account.objects.filter(member__card_number=card))
+
+
+def reads_with_the_key_check(steps):
+    """A handler whose first read checks the key (`key_check_along`), as a till's sale."""
+
+    def handler():
+        steps.append("read")
+        accounts_of_card.run_after(key_check_along(), "6000000000011")
+        steps.append("after the read")
+        written_along(201, {"points": 5})
+        return 201, {"points": 5}
+
+    return handler
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_read_that_checks_the_key_stops_the_handler_with_the_stored_answer(store, postgres_only):
+    steps = []
+    first = run(store, reads_with_the_key_check(steps), key_check_along=True)
+    assert (first.status, first.replayed, steps) == (201, False, ["read", "after the read"])
+    steps.clear()
+    again = run(store, reads_with_the_key_check(steps), key_check_along=True)
+    assert (again.status, again.text, again.replayed) == (201, first.text, True)
+    assert steps == ["read"] and stored(store) == [(201, {"points": 5})]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_handler_failing_before_its_read_still_answers_the_keys_refusal_first(
+    store, postgres_only
+):
+    IdempotencyRecord.objects.create(
+        store=store, key=KEY, fingerprint="e" * 64, status=201, body='{"points": 7}'
+    )
+
+    def handler():
+        raise ApiProblem("validation_error", 400, "Bad basket.")
+
+    with pytest.raises(ApiProblem) as refused:
+        run(store, handler, key_check_along=True)
+    assert refused.value.get_codes() == "idempotency_key_reused"
+    assert stored(store) == [(201, {"points": 7})]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_handler_that_never_checks_its_key_is_a_bug_and_stores_nothing(store, postgres_only):
+    def handler():
+        written_along(201, {"points": 5})
+        return 201, {"points": 5}
+
+    with pytest.raises(RuntimeError, match="without checking its idempotency key"):
+        run(store, handler, key_check_along=True)
+    assert stored(store) == []
