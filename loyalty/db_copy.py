@@ -207,7 +207,7 @@ def statement_rows(db: BaseDatabaseWrapper, sql: str, params: list) -> list[tupl
 
 
 def statement_cursor(db: BaseDatabaseWrapper, sql: str) -> CursorWrapper:
-    """A Django cursor to run the tills' hot statement `sql` (a sale runs three), in a
+    """A Django cursor to run the tills' hot statement `sql` (a sale runs two), in a
     `with` block. With server-side binding (PostgreSQL's default here,
     DB_PREPARED_STATEMENTS) it wraps a psycopg cursor kept for that statement on the
     connection (each thread has its own):

@@ -37,13 +37,18 @@ from tests.factories import MemberFactory, StaffFactory, StoreFactory
 from tests.loyalty.tiers_helpers import TILL, buy, make_three_tiers
 
 
-def orm_lock_by_card(card):
-    return list(
+def orm_lookup_by_card(card):
+    """The till's member lookup as the ORM writes it."""
+    return (
         Account.objects.select_for_update(of=("self",))
         .select_related("member__tier_state__tier")
         .filter(member__card_number=card)
         .order_by("pk")
     )
+
+
+def orm_lock_by_card(card):
+    return list(orm_lookup_by_card(card))
 
 
 def described(accounts):
@@ -96,14 +101,7 @@ def test_a_read_ahead_of_the_member_lookup_shares_its_statement_and_can_stop_it(
         sql="SELECT %s::int AS n, %s::bool AS go", params=[7, proceed], width=2,
         proceed="first.go", then=seen.append,
     )  # fmt: skip
-    query = CompiledQuery(
-        lambda card: (
-            Account.objects.select_for_update(of=("self",))
-            .select_related("member__tier_state__tier")
-            .filter(member__card_number=card)
-            .order_by("pk")
-        )
-    )
+    query = CompiledQuery(orm_lookup_by_card)
     with transaction.atomic():
         with django_assert_num_queries(1):
             found = query.run_after(first, member.card_number)
