@@ -82,7 +82,9 @@ class CompiledQuery:
         self._local = threading.local()  # .compiled: a compiler belongs to a thread's connection
 
     def run(self, *values) -> list[Model] | list[dict]:
-        compiled = self._compiled()
+        compiled = getattr(self._local, "compiled", None)
+        if compiled is None:
+            compiled = self._local.compiled = self._compile()
         if compiled is _UNCOMPILED:
             return list(self._build(*values))
         return self._objects(compiled, self._rows(compiled, [], values))
@@ -100,9 +102,6 @@ class CompiledQuery:
         rows = self._rows(compiled, first.params, values)
         first.then(rows[0][-first.width :])  # a row always: the query is LEFT JOINed
         return self._objects(compiled, [row for row in rows if row[compiled.start] is not None])
-
-    def _compiled(self) -> _Compiled | object:
-        return getattr(self._local, "compiled", None) or self._compile()
 
     def _rows(self, compiled: _Compiled, first_params: list, values: tuple) -> list:
         if len(values) != len(self._kinds):
@@ -146,14 +145,12 @@ class CompiledQuery:
         )
 
     def _compile(self, amend=None) -> _Compiled | object:
-        """The query compiled; kept for `run` unless `amend` changes the queryset."""
+        """The query compiled, its queryset first changed by `amend` if given."""
         markers = [_marker(kind, i) for i, kind in enumerate(self._kinds)]
         queryset = self._build(*markers)
         if amend is not None:
             queryset = amend(queryset)
         if connections[queryset.db].vendor != "postgresql":
-            if amend is None:
-                self._local.compiled = _UNCOMPILED
             return _UNCOMPILED
         compiler = queryset.query.get_compiler(using=queryset.db)
         sql, params = compiler.as_sql()
@@ -175,7 +172,7 @@ class CompiledQuery:
             start, end = fields[0], fields[-1] + 1
             init_list = [f[0].target.attname for f in select[start:end]]
             populators = get_related_populators(klass_info, select, queryset.db)
-        compiled = _Compiled(
+        return _Compiled(
             db=queryset.db,
             sql=sql,
             params=tuple(params),
@@ -189,9 +186,6 @@ class CompiledQuery:
             annotations=dict(compiler.annotation_col_map),
             names=names,
         )
-        if amend is None:
-            self._local.compiled = compiled
-        return compiled
 
 
 def _slot(value, markers: list) -> int | None:
